@@ -1,0 +1,5 @@
+"""Allow ``python -m densityd``."""
+
+from densityd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,192 @@
+"""densityd's settings: one field, one ``DENSITYD_*`` variable, one flag, one TOML key.
+
+Precedence, highest first: command-line flags, environment variables, the TOML file
+(``--config``, default ``/etc/densityd/densityd.toml`` when it exists), the defaults below.
+A bad value from any of them raises ``ConfigError`` naming the field, which the CLI turns
+into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "DENSITYD_"
+DEFAULT_CONFIG_FILE = Path("/etc/densityd/densityd.toml")
+
+_config_file: ContextVar[Path | None] = ContextVar("densityd_config_file", default=None)
+
+
+class ConfigError(Exception):
+    """A setting is invalid; the message names it and says what is wrong."""
+
+
+def default_state_dir() -> Path:
+    """``/var/lib/densityd`` as root, else the XDG state directory."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/densityd")
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "densityd"
+
+
+def split_listen_address(value: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[::1]:9847`` for IPv6; an empty host means all interfaces)."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError("must be HOST:PORT, for example 0.0.0.0:9847 or [::1]:9847")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is outside 0-65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host or "0.0.0.0", port
+
+
+class Settings(BaseSettings):
+    """Every setting of the daemon and of ``densityd sample``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    listen_address: str = Field(
+        "0.0.0.0:9847", description="Address to serve /metrics on, as HOST:PORT."
+    )
+    interval: float = Field(15.0, gt=0, description="Seconds between sampling passes.")
+    disk_interval: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds between writable-layer size scans (containers(size=True)).",
+    )
+    source_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Deadline in seconds for one source's pass; past it the "
+        "source is reported down for that pass.",
+    )
+    disk_timeout: float = Field(
+        600.0, gt=0, description="Deadline in seconds for one writable-layer size scan."
+    )
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        description="Directory for local state (/var/lib/densityd as root, else the XDG "
+        "state directory).",
+    )
+    docker: bool = Field(True, description="Sample Docker containers when Docker is reachable.")
+    docker_host: str | None = Field(
+        None, description="Docker Engine address (default: DOCKER_HOST, else the local socket)."
+    )
+    docker_stats_mode: Literal["auto", "cgroup", "api"] = Field(
+        "auto",
+        description="Where container usage comes from: cgroup files, the Engine "
+        "stats API, or auto (cgroup files when the engine is local and they are readable).",
+    )
+    docker_api_workers: int = Field(
+        16, ge=1, le=256, description="Threads for Engine stats API calls (fallback path)."
+    )
+    docker_timeout: float = Field(10.0, gt=0, description="Timeout of one Docker API call.")
+    cgroup_root: Path = Field(
+        Path("/sys/fs/cgroup"), description="Where the host's cgroup tree is mounted."
+    )
+    proc_root: Path = Field(
+        Path("/proc"), description="Where the host's /proc is mounted (for /proc/meminfo)."
+    )
+    host_disk_paths: list[str] = Field(
+        default_factory=list,
+        description="More directories whose filesystem size and free "
+        "space to export (the Docker data root is always included when local).",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level."
+    )
+
+    @field_validator("listen_address")
+    @classmethod
+    def _check_listen_address(cls, value: str) -> str:
+        split_listen_address(value)
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def listen(self) -> tuple[str, int]:
+        """The listen address as (host, port)."""
+        return split_listen_address(self.listen_address)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (passed as init values) > environment > TOML file > defaults."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file.get()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+
+def flag_name(field: str) -> str:
+    """The command-line flag of a field: ``disk_interval`` -> ``--disk-interval``."""
+    return "--" + field.replace("_", "-")
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a field: ``disk_interval`` -> ``DENSITYD_DISK_INTERVAL``."""
+    return ENV_PREFIX + field.upper()
+
+
+def _describe_error(error: Mapping[str, Any]) -> str:
+    loc = [str(part) for part in error.get("loc", ())]
+    field = loc[0] if loc else "settings"
+    where = (
+        f"{field} ({flag_name(field)}, {env_name(field)})"
+        if field in Settings.model_fields
+        else field
+    )
+    if error.get("type") == "extra_forbidden":
+        return f"unknown setting {field!r} in the config file"
+    value = error.get("input")
+    shown = f" (got {value!r})" if value is not None and not isinstance(value, dict) else ""
+    return f"invalid {where}: {error.get('msg', 'invalid value')}{shown}"
+
+
+def resolve_config_file(explicit: str | None) -> Path | None:
+    """The TOML file to read: the flag, else ``DENSITYD_CONFIG``, else the default if present."""
+    named = explicit or os.environ.get(ENV_PREFIX + "CONFIG")
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def load_settings(flags: Mapping[str, Any], config_file: Path | None = None) -> Settings:
+    """Build the settings from flags, environment and file; raise ``ConfigError`` if invalid."""
+    token = _config_file.set(config_file)
+    try:
+        return Settings(**flags)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe_error(e) for e in exc.errors())) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+    finally:
+        _config_file.reset(token)

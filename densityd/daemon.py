@@ -1,0 +1,172 @@
+"""Wire sources, sampler, scheduler and web server into the running daemon.
+
+``densityd run`` and ``densityd sample`` both build their sources here, so that what the daemon
+exports and what ``sample`` prints come from the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import FrameType
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from densityd import __version__
+from densityd.config import Settings
+from densityd.exporter import build_registry
+from densityd.sampler import Sampler, SnapshotHolder
+from densityd.sources.base import Source, SourceUnavailable
+from densityd.sources.docker import DockerSource
+from densityd.sources.host import HostSource
+from densityd.web import WebServer, make_app
+
+log = logging.getLogger("densityd")
+
+DOCKER_DISK_JOB = "docker_disk"
+
+
+@dataclass
+class SourceSet:
+    """The sources one configuration enables, with the Docker one at hand for its slow job."""
+
+    sources: list[Source]
+    docker: DockerSource | None
+
+    def close(self) -> None:
+        """Close every source."""
+        for source in self.sources:
+            source.close()
+
+
+def build_sources(settings: Settings) -> SourceSet:
+    """Create the sources the settings enable."""
+    docker_source = None
+    sources: list[Source] = []
+    if settings.docker:
+        docker_source = DockerSource(
+            docker_host=settings.docker_host,
+            cgroup_root=settings.cgroup_root,
+            stats_mode=settings.docker_stats_mode,
+            api_workers=settings.docker_api_workers,
+            timeout=settings.docker_timeout,
+            proc_root=settings.proc_root,
+        )
+        sources.append(docker_source)
+
+    def disk_paths() -> list[str | None]:
+        return [docker_source.root_dir if docker_source else None, *settings.host_disk_paths]
+
+    sources.append(HostSource(proc_root=settings.proc_root, disk_paths=disk_paths))
+    return SourceSet(sources=sources, docker=docker_source)
+
+
+def probe(source: Source, timeout: float) -> tuple[bool, str]:
+    """Ask a source what it found, within a deadline; (found, description or reason)."""
+    result: list[tuple[bool, str]] = []
+
+    def attempt() -> None:
+        try:
+            result.append((True, source.probe()))
+        except SourceUnavailable as exc:
+            result.append((False, str(exc)))
+        except Exception as exc:  # report any failure to find a source, never crash on it
+            result.append((False, f"{type(exc).__name__}: {exc}"))
+
+    thread = threading.Thread(target=attempt, name=f"probe-{source.name}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return result[0] if result else (False, f"no answer within {timeout:g}s")
+
+
+def log_found_sources(source_set: SourceSet, settings: Settings) -> None:
+    """Log, once at start, which sources were found and why the others were not."""
+    if not settings.docker:
+        log.info("source docker: disabled by configuration (--no-docker)")
+    for source in source_set.sources:
+        found, text = probe(source, settings.source_timeout)
+        if found:
+            log.info("source %s: found %s", source.name, text)
+        else:
+            log.warning("source %s: not available: %s; retrying with backoff", source.name, text)
+
+
+def build_sampler(settings: Settings, source_set: SourceSet, holder: SnapshotHolder) -> Sampler:
+    """A sampler over the sources, with the Docker disk scan registered as a job."""
+    docker_source = source_set.docker
+    sampler = Sampler(
+        source_set.sources,
+        holder,
+        timeout=settings.source_timeout,
+        disk_usage_timestamp=(lambda: docker_source.disk_usage_timestamp)
+        if docker_source
+        else (lambda: None),
+    )
+    if docker_source is not None:
+        sampler.add_job(DOCKER_DISK_JOB, docker_source.refresh_disk_usage, settings.disk_timeout)
+    return sampler
+
+
+def run_daemon(settings: Settings) -> int:
+    """Serve metrics until SIGTERM or SIGINT; return the exit status."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    host, port = settings.listen
+    holder = SnapshotHolder()
+    # Bind first: a port in use should fail at once, before any backend is touched.
+    server = WebServer(
+        make_app(
+            build_registry(holder), holder, max_age=3 * settings.interval + settings.source_timeout
+        ),
+        host,
+        port,
+    )
+    log.info("densityd %s listening on http://%s:%d/metrics", __version__, host, server.port)
+    source_set = build_sources(settings)
+    log_found_sources(source_set, settings)
+    sampler = build_sampler(settings, source_set, holder)
+
+    scheduler = BackgroundScheduler(timezone=UTC)
+    now = datetime.now(UTC)
+    scheduler.add_job(
+        sampler.run_pass,
+        "interval",
+        seconds=settings.interval,
+        id="sample",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=now,
+        misfire_grace_time=max(1, int(settings.interval)),
+    )
+    if source_set.docker is not None:
+        scheduler.add_job(
+            sampler.run_job,
+            "interval",
+            args=[DOCKER_DISK_JOB],
+            seconds=settings.disk_interval,
+            id=DOCKER_DISK_JOB,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=now,
+            misfire_grace_time=max(1, int(settings.disk_interval)),
+        )
+    scheduler.start()
+    server.start()
+    try:
+        stop.wait()
+    finally:
+        scheduler.shutdown(wait=False)
+        server.stop()
+        source_set.close()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,245 @@
+"""The Prometheus collector: turns the latest snapshot into metric families.
+
+``collect()`` only reads the snapshot the sampler last published; it does no I/O, so a scrape
+costs the same whether the backends are quick, slow or down. Names, types and labels follow
+DESIGN §5. Sample output::
+
+    # HELP densityd_workload_memory_bytes Host-side memory footprint: working set ...
+    # TYPE densityd_workload_memory_bytes gauge
+    densityd_workload_memory_bytes{id="7e649af947a6...",kind="container",name="web"} 6.3e+07
+    densityd_source_up{source="docker"} 1.0
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import CollectorRegistry
+
+from densityd import __version__
+from densityd.model import Snapshot, WorkloadSample
+from densityd.sampler import SnapshotHolder
+
+IDENTITY_LABELS = ("kind", "id", "name")
+
+
+@dataclass(frozen=True)
+class WorkloadMetric:
+    """One per-workload family: its name, type, help and where its value comes from."""
+
+    name: str
+    counter: bool
+    help: str
+    value: Callable[[WorkloadSample], float | None]
+
+
+WORKLOAD_METRICS: tuple[WorkloadMetric, ...] = (
+    WorkloadMetric(
+        "densityd_workload_cpu_seconds", True, "CPU time used, in seconds.", lambda w: w.cpu_seconds
+    ),
+    WorkloadMetric(
+        "densityd_workload_cpu_limit_cores",
+        False,
+        "CPU limit in cores (quota/period or cpuset size; vCPUs for a VM); absent when unlimited.",
+        lambda w: w.cpu_limit_cores,
+    ),
+    WorkloadMetric(
+        "densityd_workload_memory_bytes",
+        False,
+        "Host-side memory footprint: working set (usage minus inactive file cache) "
+        "for a container, QEMU resident set for a VM.",
+        lambda w: w.memory_bytes,
+    ),
+    WorkloadMetric(
+        "densityd_workload_memory_limit_bytes",
+        False,
+        "Memory limit (container) or configured guest memory (VM); absent when unlimited.",
+        lambda w: w.memory_limit_bytes,
+    ),
+    WorkloadMetric(
+        "densityd_workload_disk_bytes",
+        False,
+        "Disk used: writable layer (container), allocated image bytes (VM).",
+        lambda w: w.disk_bytes,
+    ),
+    WorkloadMetric(
+        "densityd_workload_disk_limit_bytes",
+        False,
+        "Disk quota (container --storage-opt size) or virtual disk capacity (VM); "
+        "absent when unlimited.",
+        lambda w: w.disk_limit_bytes,
+    ),
+    WorkloadMetric(
+        "densityd_workload_disk_read_bytes",
+        True,
+        "Bytes read from block devices.",
+        lambda w: w.disk_read_bytes,
+    ),
+    WorkloadMetric(
+        "densityd_workload_disk_written_bytes",
+        True,
+        "Bytes written to block devices.",
+        lambda w: w.disk_written_bytes,
+    ),
+    WorkloadMetric(
+        "densityd_container_memory_usage_bytes",
+        False,
+        "Container memory usage including page cache, as the cgroup counts it.",
+        lambda w: w.memory_usage_bytes,
+    ),
+    WorkloadMetric(
+        "densityd_container_memory_rss_bytes",
+        False,
+        "Container anonymous memory (rss).",
+        lambda w: w.memory_rss_bytes,
+    ),
+    WorkloadMetric(
+        "densityd_container_memory_cache_bytes",
+        False,
+        "Container page cache.",
+        lambda w: w.memory_cache_bytes,
+    ),
+)
+
+HOST_GAUGES = (
+    ("densityd_host_cpu_cores", "CPU cores on the host."),
+    ("densityd_host_memory_bytes", "Total host memory in bytes."),
+    ("densityd_host_memory_available_bytes", "Host memory available for new work (MemAvailable)."),
+)
+
+
+class SnapshotCollector:
+    """A client_python custom collector over the latest published snapshot."""
+
+    def __init__(self, holder: SnapshotHolder, clock: Callable[[], float] = time.time) -> None:
+        self._holder = holder
+        self._clock = clock
+
+    def describe(self) -> Iterator[Metric]:
+        """Every family this collector can yield, without samples."""
+        return self._families(None)
+
+    def collect(self) -> Iterator[Metric]:
+        """Every family, filled from the latest snapshot."""
+        return self._families(self._holder.latest)
+
+    def _families(self, snapshot: Snapshot | None) -> Iterator[Metric]:
+        yield from self._workload_families(snapshot)
+        yield from self._host_families(snapshot)
+        yield from self._source_families(snapshot)
+        build = GaugeMetricFamily(
+            "densityd_build_info", "densityd build; value is always 1.", labels=["version"]
+        )
+        if snapshot is not None:
+            build.add_metric([__version__], 1)
+        yield build
+        last_pass = GaugeMetricFamily(
+            "densityd_last_pass_timestamp_seconds",
+            "When the latest sampling pass started (Unix time).",
+        )
+        pass_duration = GaugeMetricFamily(
+            "densityd_last_pass_duration_seconds", "How long the latest sampling pass took."
+        )
+        disk_age = GaugeMetricFamily(
+            "densityd_docker_disk_usage_age_seconds",
+            "Age of the containers' writable-layer sizes (read on the slow --disk-interval).",
+        )
+        if snapshot is not None:
+            last_pass.add_metric([], snapshot.timestamp)
+            pass_duration.add_metric([], snapshot.pass_duration_seconds)
+            if snapshot.disk_usage_timestamp is not None:
+                disk_age.add_metric([], max(0.0, self._clock() - snapshot.disk_usage_timestamp))
+        yield last_pass
+        yield pass_duration
+        yield disk_age
+
+    @staticmethod
+    def _workload_families(snapshot: Snapshot | None) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "densityd_workload_info",
+            "Workload metadata; value is always 1.",
+            labels=[*IDENTITY_LABELS, "image", "state"],
+        )
+        families = [
+            (
+                spec,
+                (CounterMetricFamily if spec.counter else GaugeMetricFamily)(
+                    spec.name, spec.help, labels=list(IDENTITY_LABELS)
+                ),
+            )
+            for spec in WORKLOAD_METRICS
+        ]
+        workloads = snapshot.workloads if snapshot is not None else ()
+        for workload in workloads:
+            identity = [str(workload.kind), workload.id, workload.name]
+            info.add_metric([*identity, workload.image, workload.state], 1)
+            for spec, family in families:
+                value = spec.value(workload)
+                if value is not None:
+                    family.add_metric(identity, value)
+        yield info
+        for _spec, family in families:
+            yield family
+
+    @staticmethod
+    def _host_families(snapshot: Snapshot | None) -> Iterator[Metric]:
+        gauges = [GaugeMetricFamily(name, doc) for name, doc in HOST_GAUGES]
+        disk_total = GaugeMetricFamily(
+            "densityd_host_disk_bytes",
+            "Size of the filesystem holding workload data.",
+            labels=["path"],
+        )
+        disk_free = GaugeMetricFamily(
+            "densityd_host_disk_free_bytes",
+            "Free space on the filesystem holding workload data.",
+            labels=["path"],
+        )
+        host = snapshot.host if snapshot is not None else None
+        if host is not None:
+            values = (host.cpu_cores, host.memory_bytes, host.memory_available_bytes)
+            for gauge, value in zip(gauges, values, strict=True):
+                gauge.add_metric([], value)
+            for disk in host.disks:
+                disk_total.add_metric([disk.path], disk.total_bytes)
+                disk_free.add_metric([disk.path], disk.free_bytes)
+        yield from gauges
+        yield disk_total
+        yield disk_free
+
+    @staticmethod
+    def _source_families(snapshot: Snapshot | None) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "densityd_source_up", "1 when the source's latest pass succeeded.", labels=["source"]
+        )
+        duration = GaugeMetricFamily(
+            "densityd_source_duration_seconds",
+            "How long the source's latest pass took.",
+            labels=["source"],
+        )
+        errors = CounterMetricFamily(
+            "densityd_source_errors", "Failed or timed-out passes of the source.", labels=["source"]
+        )
+        last_success = GaugeMetricFamily(
+            "densityd_source_last_success_timestamp_seconds",
+            "When the source last succeeded (Unix time).",
+            labels=["source"],
+        )
+        for status in snapshot.sources if snapshot is not None else ():
+            up.add_metric([status.name], 1 if status.up else 0)
+            duration.add_metric([status.name], status.duration_seconds)
+            errors.add_metric([status.name], status.errors_total)
+            if status.last_success_timestamp is not None:
+                last_success.add_metric([status.name], status.last_success_timestamp)
+        yield from (up, duration, errors, last_success)
+
+
+def build_registry(holder: SnapshotHolder) -> CollectorRegistry:
+    """A private registry: densityd's collector and the standard ``process_*`` metrics."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(SnapshotCollector(holder))
+    ProcessCollector(registry=registry)
+    return registry

@@ -1,0 +1,97 @@
+"""The data densityd passes between its parts: samples, source status and snapshots.
+
+Sources turn their backend into these frozen dataclasses; nothing from an SDK leaks past a
+source. Every quantity is in base units (bytes, seconds, cores). ``None`` means "not known" or
+"unlimited" and is never exported as 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class WorkloadKind(StrEnum):
+    """What a workload is: the ``kind`` label on every workload series."""
+
+    CONTAINER = "container"
+    VM = "vm"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadSample:
+    """One container or VM as seen in one sampling pass.
+
+    ``memory_bytes`` is the host-side footprint: a container's working set (usage minus
+    inactive file cache), a VM's QEMU resident set.
+    """
+
+    kind: WorkloadKind
+    id: str
+    name: str
+    image: str = ""
+    state: str = "running"
+    running: bool = True
+    cpu_seconds: float | None = None
+    cpu_limit_cores: float | None = None
+    memory_bytes: int | None = None
+    memory_limit_bytes: int | None = None
+    memory_usage_bytes: int | None = None
+    memory_rss_bytes: int | None = None
+    memory_cache_bytes: int | None = None
+    disk_bytes: int | None = None
+    disk_limit_bytes: int | None = None
+    disk_read_bytes: int | None = None
+    disk_written_bytes: int | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DiskUsage:
+    """Size and free space of the filesystem holding one path."""
+
+    path: str
+    total_bytes: int
+    free_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class HostSample:
+    """The host's capacity and what is still available."""
+
+    cpu_cores: int
+    memory_bytes: int
+    memory_available_bytes: int
+    disks: tuple[DiskUsage, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceReading:
+    """What one source returned from one pass."""
+
+    workloads: tuple[WorkloadSample, ...] = ()
+    host: HostSample | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """How one source (or background job) fared, for the self-monitoring metrics."""
+
+    name: str
+    up: bool
+    duration_seconds: float
+    errors_total: int
+    last_success_timestamp: float | None
+    last_error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one sampling pass saw; replaced as a whole, never changed in place."""
+
+    timestamp: float
+    workloads: tuple[WorkloadSample, ...] = ()
+    host: HostSample | None = None
+    sources: tuple[SourceStatus, ...] = ()
+    disk_usage_timestamp: float | None = None
+    pass_duration_seconds: float = 0.0

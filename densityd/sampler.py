@@ -1,0 +1,219 @@
+"""Run every source under a deadline, isolate failures, and publish immutable snapshots.
+
+A pass calls each enabled source on its own worker thread and waits for all of them until the
+deadline. A source that raises, or is still running at the deadline, is reported down (with
+the reason) while the others' readings are published as usual; a call that hangs is never
+started twice, so a frozen backend costs one stuck thread, not one per pass. After repeated
+failures a source is retried with exponential backoff, and its state changes are logged once
+each (down, with why; back up), never once per pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from densityd.model import HostSample, Snapshot, SourceReading, SourceStatus, WorkloadSample
+from densityd.sources.base import Source
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Retry at every pass for the first few failures (a restarting backend is back in seconds),
+# then back off exponentially up to this many seconds between attempts.
+FAILURES_BEFORE_BACKOFF = 3
+MAX_BACKOFF_SECONDS = 60.0
+
+
+class SnapshotHolder:
+    """The latest snapshot, replaced atomically; readers never see a half-built one."""
+
+    def __init__(self) -> None:
+        self._latest: Snapshot | None = None
+
+    @property
+    def latest(self) -> Snapshot | None:
+        """The most recent complete snapshot, or ``None`` before the first pass ends."""
+        return self._latest
+
+    def publish(self, snapshot: Snapshot) -> None:
+        """Swap in a new snapshot (a single reference assignment)."""
+        self._latest = snapshot
+
+
+@dataclass
+class _Outcome(Generic[T]):
+    value: T | None
+    error: str
+
+
+class GuardedCall(Generic[T]):
+    """One backend call run on its own thread under a deadline, with status and backoff."""
+
+    def __init__(
+        self,
+        name: str,
+        call: Callable[[], T],
+        timeout: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self._call = call
+        self._timeout = timeout
+        self._clock = clock
+        self._in_flight: Future[T] | None = None
+        self._in_flight_since = 0.0
+        self._errors_total = 0
+        self._failures_in_a_row = 0
+        self._next_attempt = 0.0
+        self._up: bool | None = None
+        self._last_success: float | None = None
+        self._last_error = ""
+        self._duration = 0.0
+
+    def start(self) -> Future[T] | None:
+        """Start the call unless it is backing off or a previous call is still stuck."""
+        now = self._clock()
+        if self._in_flight is not None and not self._in_flight.done():
+            return None
+        if now < self._next_attempt:
+            return None
+        self._in_flight_since = now
+        future: Future[T] = Future()
+        # A daemon thread per call, not an executor: a call stuck in a frozen backend must
+        # not keep the process from exiting on SIGTERM.
+        threading.Thread(
+            target=self._run_into, args=(future,), name=f"source-{self.name}", daemon=True
+        ).start()
+        self._in_flight = future
+        return future
+
+    def _run_into(self, future: Future[T]) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(self._call())
+        except BaseException as exc:  # handed to the waiting pass, which reports it
+            future.set_exception(exc)
+
+    def finish(self, future: Future[T] | None, deadline: float) -> _Outcome[T]:
+        """Wait for a started call until the deadline and record how it went."""
+        if future is None:
+            if self._in_flight is not None and not self._in_flight.done():
+                stuck = self._clock() - self._in_flight_since
+                return self._failed(f"previous call still running after {stuck:.1f}s", count=False)
+            return _Outcome(None, self._last_error or "backing off")
+        try:
+            value = future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            self._duration = self._clock() - self._in_flight_since
+            return self._failed(f"no answer within the {self._timeout:g}s deadline")
+        except Exception as exc:  # any backend failure: isolate it, report it, carry on
+            self._duration = self._clock() - self._in_flight_since
+            return self._failed(str(exc) or type(exc).__name__)
+        self._duration = self._clock() - self._in_flight_since
+        if self._up is False:
+            log.info("source %s is back up", self.name)
+        self._up = True
+        self._failures_in_a_row = 0
+        self._next_attempt = 0.0
+        self._last_success = self._clock()
+        self._last_error = ""
+        return _Outcome(value, "")
+
+    def run(self) -> _Outcome[T]:
+        """Start and finish one call."""
+        future = self.start()
+        return self.finish(future, time.monotonic() + self._timeout)
+
+    def _failed(self, reason: str, count: bool = True) -> _Outcome[T]:
+        if count:
+            self._errors_total += 1
+            self._failures_in_a_row += 1
+            extra = self._failures_in_a_row - FAILURES_BEFORE_BACKOFF
+            if extra > 0:
+                delay = min(MAX_BACKOFF_SECONDS, 2.0**extra)
+                self._next_attempt = self._clock() + delay
+        if self._up is not False:
+            log.warning("source %s is down: %s (retrying with backoff)", self.name, reason)
+        else:
+            log.debug("source %s still down: %s", self.name, reason)
+        self._up = False
+        self._last_error = reason
+        return _Outcome(None, reason)
+
+    def status(self) -> SourceStatus:
+        """The self-monitoring view of this call."""
+        return SourceStatus(
+            name=self.name,
+            up=bool(self._up),
+            duration_seconds=self._duration,
+            errors_total=self._errors_total,
+            last_success_timestamp=self._last_success,
+            last_error=self._last_error,
+        )
+
+
+class Sampler:
+    """Runs the sources' passes and the slow background jobs, publishing snapshots."""
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        holder: SnapshotHolder,
+        timeout: float,
+        disk_usage_timestamp: Callable[[], float | None] = lambda: None,
+    ) -> None:
+        self.holder = holder
+        self._timeout = timeout
+        self._sources = [GuardedCall(s.name, s.sample, timeout) for s in sources]
+        self._jobs: dict[str, GuardedCall[None]] = {}
+        self._disk_usage_timestamp = disk_usage_timestamp
+        self._pass_lock = threading.Lock()
+
+    def add_job(self, name: str, call: Callable[[], None], timeout: float) -> None:
+        """Register a slow background job whose health is exported like a source's."""
+        self._jobs[name] = GuardedCall(name, call, timeout)
+
+    def run_job(self, name: str) -> bool:
+        """Run one background job under its deadline; tell whether it succeeded."""
+        outcome = self._jobs[name].run()
+        return not outcome.error
+
+    def _statuses(self) -> tuple[SourceStatus, ...]:
+        sources = tuple(guarded.status() for guarded in self._sources)
+        return sources + tuple(job.status() for job in self._jobs.values())
+
+    def run_pass(self) -> Snapshot:
+        """Run every source once, in parallel, and publish what they returned."""
+        with self._pass_lock:
+            started = time.monotonic()
+            timestamp = time.time()
+            deadline = started + self._timeout
+            futures = [(s, s.start()) for s in self._sources]
+            workloads: list[WorkloadSample] = []
+            host: HostSample | None = None
+            for guarded, future in futures:
+                outcome: _Outcome[SourceReading] = guarded.finish(future, deadline)
+                if outcome.value is None:
+                    continue
+                workloads.extend(outcome.value.workloads)
+                host = outcome.value.host or host
+            workloads.sort(key=lambda w: (w.kind, w.name, w.id))
+            snapshot = Snapshot(
+                timestamp=timestamp,
+                workloads=tuple(workloads),
+                host=host,
+                sources=self._statuses(),
+                disk_usage_timestamp=self._disk_usage_timestamp(),
+                pass_duration_seconds=time.monotonic() - started,
+            )
+            self.holder.publish(snapshot)
+            return snapshot

@@ -1,0 +1,1 @@
+"""Backends densityd samples: one module per backend, the only places that import its SDK."""

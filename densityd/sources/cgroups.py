@@ -1,0 +1,225 @@
+"""Read a container's CPU, memory and block I/O straight from its cgroup files.
+
+This is the hot path of the Docker source: a handful of small file reads per container
+instead of one Engine API round trip (about 1 s each, DESIGN §3). It knows both cgroup
+versions and both Docker cgroup drivers, and it takes the cgroup root as a parameter so that
+densityd can run in a container with the host's ``/sys/fs/cgroup`` mounted elsewhere, and so
+that the parsers can be tested against recorded trees.
+
+Files read, per version::
+
+    v1  cpuacct/<path>/cpuacct.usage            nanoseconds
+        memory/<path>/memory.usage_in_bytes     bytes
+        memory/<path>/memory.stat               total_inactive_file, total_rss, total_cache
+        blkio/<path>/blkio.throttle.io_service_bytes_recursive   "8:0 Read 4096"
+    v2  <path>/cpu.stat                         usage_usec
+        <path>/memory.current                   bytes
+        <path>/memory.stat                      inactive_file, anon, file
+        <path>/io.stat                          "8:0 rbytes=4096 wbytes=0 ..."
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+CgroupDriver = Literal["cgroupfs", "systemd"]
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupStats:
+    """One container's usage as its cgroup reports it."""
+
+    cpu_seconds: float
+    memory_usage_bytes: int
+    working_set_bytes: int
+    rss_bytes: int | None
+    cache_bytes: int | None
+    read_bytes: int | None
+    written_bytes: int | None
+
+
+def working_set(usage_bytes: int, inactive_file_bytes: int) -> int:
+    """Return usage minus inactive file cache, floored at 0, as ``docker stats`` computes it."""
+    return max(0, usage_bytes - inactive_file_bytes)
+
+
+def parse_flat_keyed(text: str) -> dict[str, int]:
+    """Parse a ``key value`` per line file such as ``memory.stat`` or ``cpu.stat``."""
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                values[parts[0]] = int(parts[1])
+            except ValueError:
+                continue
+    return values
+
+
+def parse_blkio_v1(text: str) -> tuple[int, int]:
+    """Sum the Read and Write bytes over all devices of a v1 ``blkio.*io_service_bytes*`` file."""
+    read = written = 0
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 3:
+            continue  # the closing "Total N" line, or blank
+        _device, op, value = parts
+        if op == "Read":
+            read += int(value)
+        elif op == "Write":
+            written += int(value)
+    return read, written
+
+
+def parse_io_stat_v2(text: str) -> tuple[int, int]:
+    """Sum ``rbytes`` and ``wbytes`` over all devices of a v2 ``io.stat`` file."""
+    read = written = 0
+    for line in text.splitlines():
+        for field in line.split()[1:]:
+            key, _, value = field.partition("=")
+            if key == "rbytes":
+                read += int(value)
+            elif key == "wbytes":
+                written += int(value)
+    return read, written
+
+
+def expand_systemd_slice(slice_name: str) -> str:
+    """Turn a slice name into its cgroup path: ``a-b.slice`` -> ``a.slice/a-b.slice``."""
+    if slice_name in ("", "-.slice"):
+        return ""
+    if not slice_name.endswith(".slice"):
+        raise ValueError(f"not a systemd slice: {slice_name!r}")
+    stem = slice_name[: -len(".slice")]
+    parts = stem.split("-")
+    return "/".join("-".join(parts[: i + 1]) + ".slice" for i in range(len(parts)))
+
+
+def container_cgroup_path(container_id: str, cgroup_parent: str, driver: CgroupDriver) -> str:
+    """Return where Docker puts a container's cgroup, relative to a hierarchy's root."""
+    if driver == "systemd":
+        parent = expand_systemd_slice(cgroup_parent or "system.slice")
+        return f"{parent}/docker-{container_id}.scope".lstrip("/")
+    parent = (cgroup_parent or "/docker").strip("/")
+    return f"{parent}/{container_id}".lstrip("/")
+
+
+def parse_proc_cgroup(text: str, version: int) -> str | None:
+    """Return the cgroup path from a ``/proc/PID/cgroup`` file (the memory one on v1)."""
+    for line in text.splitlines():
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if version == 2 and hierarchy == "0" and controllers == "":
+            return path.lstrip("/")
+        if version == 1 and "memory" in controllers.split(","):
+            return path.lstrip("/")
+    return None
+
+
+class CgroupReader:
+    """Reads containers' cgroup files under one cgroup root (v1 or v2, detected)."""
+
+    def __init__(self, root: Path | str = "/sys/fs/cgroup") -> None:
+        self.root = Path(root)
+        self.version = 2 if (self.root / "cgroup.controllers").exists() else 1
+        self._cpu_dir = self._first_existing("cpuacct", "cpu,cpuacct", "cpuacct,cpu")
+        self._memory_dir = self.root / "memory"
+        self._blkio_dir = self._first_existing("blkio", "blkio,io")
+
+    def _first_existing(self, *names: str) -> Path:
+        for name in names:
+            if (self.root / name).is_dir():
+                return self.root / name
+        return self.root / names[0]
+
+    def available(self) -> bool:
+        """Tell whether this root looks like a cgroup hierarchy we can read."""
+        if self.version == 2:
+            return True
+        return self._memory_dir.is_dir() and self._cpu_dir.is_dir()
+
+    def exists(self, path: str) -> bool:
+        """Tell whether a container's cgroup exists (the memory one on v1)."""
+        base = self.root if self.version == 2 else self._memory_dir
+        return (
+            base / path / ("memory.current" if self.version == 2 else "memory.usage_in_bytes")
+        ).is_file()
+
+    def resolve(
+        self,
+        container_id: str,
+        cgroup_parent: str,
+        driver: CgroupDriver,
+        proc_cgroup_text: str | None = None,
+    ) -> str | None:
+        """Find a container's cgroup path: the driver's layout first, then ``/proc/PID/cgroup``."""
+        guesses = [container_cgroup_path(container_id, cgroup_parent, driver)]
+        other: CgroupDriver = "cgroupfs" if driver == "systemd" else "systemd"
+        guesses.append(container_cgroup_path(container_id, "", other))
+        if proc_cgroup_text:
+            from_proc = parse_proc_cgroup(proc_cgroup_text, self.version)
+            if from_proc is not None:
+                guesses.append(from_proc)
+        for guess in guesses:
+            if self.exists(guess):
+                return guess
+        return None
+
+    def read(self, path: str) -> CgroupStats:
+        """Read one container's usage; raises ``OSError`` when the cgroup is gone."""
+        if self.version == 2:
+            return self._read_v2(self.root / path)
+        return self._read_v1(path)
+
+    def _read_v1(self, path: str) -> CgroupStats:
+        memory = self._memory_dir / path
+        cpu_ns = int((self._cpu_dir / path / "cpuacct.usage").read_text())
+        usage = int((memory / "memory.usage_in_bytes").read_text())
+        stat = parse_flat_keyed((memory / "memory.stat").read_text())
+        inactive_file = stat.get("total_inactive_file", stat.get("inactive_file", 0))
+        read_bytes, written_bytes = self._read_blkio_v1(path)
+        return CgroupStats(
+            cpu_seconds=cpu_ns / 1e9,
+            memory_usage_bytes=usage,
+            working_set_bytes=working_set(usage, inactive_file),
+            rss_bytes=stat.get("total_rss", stat.get("rss")),
+            cache_bytes=stat.get("total_cache", stat.get("cache")),
+            read_bytes=read_bytes,
+            written_bytes=written_bytes,
+        )
+
+    def _read_blkio_v1(self, path: str) -> tuple[int | None, int | None]:
+        # The throttle files count I/O under every scheduler; the plain ones only under CFQ/BFQ.
+        for name in (
+            "blkio.throttle.io_service_bytes_recursive",
+            "blkio.io_service_bytes_recursive",
+        ):
+            try:
+                text = (self._blkio_dir / path / name).read_text()
+            except OSError:
+                continue
+            return parse_blkio_v1(text)
+        return None, None
+
+    @staticmethod
+    def _read_v2(directory: Path) -> CgroupStats:
+        cpu = parse_flat_keyed((directory / "cpu.stat").read_text())
+        usage = int((directory / "memory.current").read_text())
+        stat = parse_flat_keyed((directory / "memory.stat").read_text())
+        try:
+            read_bytes: int | None
+            written_bytes: int | None
+            read_bytes, written_bytes = parse_io_stat_v2((directory / "io.stat").read_text())
+        except OSError:
+            read_bytes = written_bytes = None  # the io controller is not enabled for this cgroup
+        return CgroupStats(
+            cpu_seconds=cpu.get("usage_usec", 0) / 1e6,
+            memory_usage_bytes=usage,
+            working_set_bytes=working_set(usage, stat.get("inactive_file", 0)),
+            rss_bytes=stat.get("anon"),
+            cache_bytes=stat.get("file"),
+            read_bytes=read_bytes,
+            written_bytes=written_bytes,
+        )

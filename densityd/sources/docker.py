@@ -1,0 +1,372 @@
+"""The Docker source: every container's CPU, memory, block I/O and writable-layer size.
+
+The only module that imports ``docker``. It uses the Engine API read-only (GET requests only:
+list, inspect, events, info, stats) and reads usage from the cgroup files on the hot path:
+
+- one ``GET /containers/json`` per pass discovers containers;
+- ``inspect`` runs once per container and again only when it changes (state, name, image, or
+  an ``update``/``rename`` event since the last pass), so a steady host costs no inspects;
+- usage comes from the cgroup files (``cgroups.CgroupReader``), or, where they cannot be
+  reached (a remote ``DOCKER_HOST``, a container without the host's cgroup tree), from the
+  Engine's one-shot stats on a bounded thread pool;
+- the writable-layer size (``SizeRw``) needs ``containers(size=True)``, which can take minutes
+  on a big host, so ``refresh_disk_usage`` runs on its own slow schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from densityd.model import SourceReading, WorkloadKind, WorkloadSample
+from densityd.sources.base import SourceUnavailable
+from densityd.sources.cgroups import CgroupDriver, CgroupReader, CgroupStats
+from densityd.sources.docker_stats import cpu_limit_cores, parse_stats, storage_limit_bytes
+
+log = logging.getLogger(__name__)
+
+StatsMode = Literal["auto", "cgroup", "api"]
+
+# Events after which a container's inspect data (limits, name) must be read again.
+_REFRESH_EVENTS = ("update", "rename", "start", "restart")
+
+
+@dataclass(frozen=True, slots=True)
+class _ContainerMeta:
+    """What inspect told us about one container, kept until the container changes."""
+
+    fingerprint: tuple[str, ...]
+    name: str
+    image: str
+    state: str
+    cpu_limit_cores: float | None
+    memory_limit_bytes: int | None
+    disk_limit_bytes: int | None
+    cgroup_path: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _EngineInfo:
+    """Facts about the Docker engine read once per connection."""
+
+    version: str
+    cgroup_driver: CgroupDriver
+    cgroup_version: int
+    root_dir: str
+    api_version: str
+
+
+def _is_local(base_url: str) -> bool:
+    return base_url.startswith(("unix://", "http+unix://", "npipe://"))
+
+
+class DockerSource:
+    """Samples every container of one Docker engine."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        docker_host: str | None = None,
+        cgroup_root: Path | str = "/sys/fs/cgroup",
+        stats_mode: StatsMode = "auto",
+        api_workers: int = 16,
+        timeout: float = 10.0,
+        proc_root: Path | str = "/proc",
+    ) -> None:
+        self._docker_host = docker_host
+        self._cgroups = CgroupReader(cgroup_root)
+        self._stats_mode = stats_mode
+        self._timeout = timeout
+        self._proc_root = Path(proc_root)
+        self._pool = ThreadPoolExecutor(max_workers=api_workers, thread_name_prefix="docker-stats")
+        self._lock = threading.Lock()
+        self._connect_lock = threading.Lock()
+        self._client: Any = None
+        self._engine: _EngineInfo | None = None
+        self._meta: dict[str, _ContainerMeta] = {}
+        self._events_since: int | None = None
+        self._sizes: dict[str, int] = {}
+        self._sizes_timestamp: float | None = None
+
+    # -- connection ---------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """Where the engine is reached, as configured or from ``DOCKER_HOST``."""
+        if self._docker_host:
+            return self._docker_host
+        return str(docker.utils.kwargs_from_env().get("base_url") or "unix:///var/run/docker.sock")
+
+    def _connect(self) -> Any:
+        """Return a live API client, creating it (and reading engine facts) if needed."""
+        with self._connect_lock:  # the sampling pass and the disk scan run on two threads
+            if self._client is None:
+                self._client = self._new_client()
+            return self._client
+
+    def _new_client(self) -> Any:
+        kwargs: dict[str, Any] = docker.utils.kwargs_from_env()
+        if self._docker_host:
+            kwargs["base_url"] = self._docker_host
+        try:
+            client = docker.APIClient(version="auto", timeout=self._timeout, **kwargs)
+            info = client.info()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise SourceUnavailable(f"cannot reach Docker at {self.base_url}: {exc}") from exc
+        self._engine = _EngineInfo(
+            version=str(info.get("ServerVersion", "unknown")),
+            cgroup_driver="systemd" if info.get("CgroupDriver") == "systemd" else "cgroupfs",
+            cgroup_version=int(info.get("CgroupVersion") or 1),
+            root_dir=str(info.get("DockerRootDir") or "/var/lib/docker"),
+            api_version=str(client.api_version),
+        )
+        self._meta.clear()  # a (re)connected engine may hold other containers under the same IDs
+        return client
+
+    def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    @property
+    def root_dir(self) -> str | None:
+        """Docker's data root (``DockerRootDir``) when the engine is local, once connected."""
+        if self._engine is None or not _is_local(self.base_url):
+            return None
+        return self._engine.root_dir
+
+    def uses_cgroup_files(self) -> bool:
+        """Tell whether usage comes from cgroup files (else from the Engine stats API)."""
+        if self._stats_mode == "api":
+            return False
+        if self._stats_mode == "cgroup":
+            return True
+        return _is_local(self.base_url) and self._cgroups.available()
+
+    def probe(self) -> str:
+        """Connect and describe the engine and how usage will be read."""
+        self._connect()
+        engine = self._engine
+        assert engine is not None
+        if self.uses_cgroup_files():
+            how = f"reading cgroup v{self._cgroups.version} files under {self._cgroups.root}"
+        else:
+            reason = (
+                "forced by configuration"
+                if self._stats_mode == "api"
+                else (
+                    "the engine is remote"
+                    if not _is_local(self.base_url)
+                    else f"no cgroup tree at {self._cgroups.root}"
+                )
+            )
+            how = f"reading the Engine stats API ({reason})"
+        return (
+            f"Docker {engine.version} at {self.base_url} (API {engine.api_version}, "
+            f"cgroup v{engine.cgroup_version}, {engine.cgroup_driver} driver); {how}"
+        )
+
+    def close(self) -> None:
+        """Close the API client and the stats thread pool."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._disconnect()
+
+    # -- one pass -------------------------------------------------------------------------
+
+    def sample(self) -> SourceReading:
+        """List containers, refresh changed metadata, read usage; one reading per pass."""
+        client = self._connect()
+        try:
+            return self._sample(client)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            # Drop the client so that the next attempt re-reads engine facts (a restarted
+            # dockerd may come back with another driver or data root).
+            self._disconnect()
+            raise SourceUnavailable(f"Docker at {self.base_url}: {exc}") from exc
+
+    def _sample(self, client: Any) -> SourceReading:
+        listed: list[dict[str, Any]] = client.containers(all=True)
+        changed = self._changed_since_last_pass(client)
+        present = {c["Id"] for c in listed}
+        for gone in set(self._meta) - present:
+            del self._meta[gone]
+
+        running: list[tuple[str, _ContainerMeta]] = []
+        stopped: list[WorkloadSample] = []
+        for summary in listed:
+            meta = self._metadata(client, summary, force=summary["Id"] in changed)
+            if meta is None:
+                continue  # removed between the list and the inspect
+            if meta.state == "running":
+                running.append((summary["Id"], meta))
+            else:
+                stopped.append(self._workload(summary["Id"], meta, None))
+
+        samples = self._read_usage(client, running)
+        return SourceReading(workloads=tuple(samples + stopped))
+
+    def _changed_since_last_pass(self, client: Any) -> set[str]:
+        """IDs of containers with update/rename/start events since the last pass."""
+        now = int(time.time())
+        since, self._events_since = self._events_since, now
+        if since is None:
+            return set()
+        events: Iterable[Mapping[str, Any]] = client.events(
+            since=since,
+            until=now,
+            decode=True,
+            filters={"type": "container", "event": list(_REFRESH_EVENTS)},
+        )
+        return {str(event.get("id") or event.get("Actor", {}).get("ID", "")) for event in events}
+
+    def _metadata(
+        self, client: Any, summary: Mapping[str, Any], force: bool
+    ) -> _ContainerMeta | None:
+        container_id = str(summary["Id"])
+        fingerprint = (
+            ",".join(summary.get("Names") or ()),
+            str(summary.get("Image", "")),
+            str(summary.get("State", "")),
+        )
+        cached = self._meta.get(container_id)
+        if cached is not None and cached.fingerprint == fingerprint and not force:
+            return cached
+        try:
+            inspect = client.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return None
+        meta = self._meta_from_inspect(container_id, fingerprint, inspect)
+        self._meta[container_id] = meta
+        return meta
+
+    def _meta_from_inspect(
+        self, container_id: str, fingerprint: tuple[str, ...], inspect: Mapping[str, Any]
+    ) -> _ContainerMeta:
+        host_config: Mapping[str, Any] = inspect.get("HostConfig") or {}
+        state: Mapping[str, Any] = inspect.get("State") or {}
+        status = str(state.get("Status", "unknown"))
+        cgroup_path = None
+        if status == "running" and self.uses_cgroup_files():
+            cgroup_path = self._cgroups.resolve(
+                container_id,
+                str(host_config.get("CgroupParent") or ""),
+                self._engine.cgroup_driver if self._engine else "cgroupfs",
+                self._proc_cgroup(state.get("Pid")),
+            )
+            if cgroup_path is None:
+                log.debug("no cgroup found for container %s; using the stats API", container_id)
+        memory = int(host_config.get("Memory") or 0)
+        try:
+            disk_limit = storage_limit_bytes(host_config)
+        except ValueError:
+            disk_limit = None
+        return _ContainerMeta(
+            fingerprint=fingerprint,
+            name=str(inspect.get("Name", "")).lstrip("/") or container_id[:12],
+            image=str((inspect.get("Config") or {}).get("Image") or inspect.get("Image", "")),
+            state=status,
+            cpu_limit_cores=cpu_limit_cores(host_config),
+            memory_limit_bytes=memory if memory > 0 else None,
+            disk_limit_bytes=disk_limit,
+            cgroup_path=cgroup_path,
+        )
+
+    def _proc_cgroup(self, pid: Any) -> str | None:
+        if not isinstance(pid, int) or pid <= 0:
+            return None
+        try:
+            return (self._proc_root / str(pid) / "cgroup").read_text()
+        except OSError:
+            return None  # another PID namespace, or the process is gone
+
+    def _read_usage(
+        self, client: Any, running: list[tuple[str, _ContainerMeta]]
+    ) -> list[WorkloadSample]:
+        samples: list[WorkloadSample] = []
+        via_api: list[tuple[str, _ContainerMeta]] = []
+        for container_id, meta in running:
+            if meta.cgroup_path is None or not self.uses_cgroup_files():
+                if self._stats_mode == "cgroup":
+                    samples.append(self._workload(container_id, meta, None))  # no usage known
+                else:
+                    via_api.append((container_id, meta))
+                continue
+            try:
+                stats = self._cgroups.read(meta.cgroup_path)
+            except OSError:
+                continue  # the container stopped after the list: it is simply not running now
+            samples.append(self._workload(container_id, meta, stats))
+        if via_api:
+            futures = [
+                (cid, meta, self._pool.submit(self._api_stats, client, cid))
+                for cid, meta in via_api
+            ]
+            for container_id, meta, future in futures:
+                api_stats = future.result()
+                if api_stats is not None:
+                    samples.append(self._workload(container_id, meta, api_stats))
+        return samples
+
+    @staticmethod
+    def _api_stats(client: Any, container_id: str) -> CgroupStats | None:
+        try:
+            document = client.stats(container_id, stream=False, one_shot=True)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.InvalidVersion:
+            document = client.stats(container_id, stream=False)  # engines before API 1.41
+        return parse_stats(document)
+
+    def _workload(
+        self, container_id: str, meta: _ContainerMeta, stats: CgroupStats | None
+    ) -> WorkloadSample:
+        sizes = self._sizes
+        return WorkloadSample(
+            kind=WorkloadKind.CONTAINER,
+            id=container_id,
+            name=meta.name,
+            image=meta.image,
+            state=meta.state,
+            running=meta.state == "running",
+            cpu_seconds=stats.cpu_seconds if stats else None,
+            cpu_limit_cores=meta.cpu_limit_cores,
+            memory_bytes=stats.working_set_bytes if stats else None,
+            memory_limit_bytes=meta.memory_limit_bytes,
+            memory_usage_bytes=stats.memory_usage_bytes if stats else None,
+            memory_rss_bytes=stats.rss_bytes if stats else None,
+            memory_cache_bytes=stats.cache_bytes if stats else None,
+            disk_bytes=sizes.get(container_id),
+            disk_limit_bytes=meta.disk_limit_bytes,
+            disk_read_bytes=stats.read_bytes if stats else None,
+            disk_written_bytes=stats.written_bytes if stats else None,
+        )
+
+    # -- the slow schedule --------------------------------------------------------------
+
+    def refresh_disk_usage(self) -> None:
+        """Read every container's writable-layer size with one ``containers(size=True)``."""
+        with self._lock:  # never two of these scans at once, however slow one is
+            client = self._connect()
+            try:
+                listed = client.containers(all=True, size=True)
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                raise SourceUnavailable(f"Docker at {self.base_url}: {exc}") from exc
+            # The engine omits SizeRw when it is 0.
+            self._sizes = {c["Id"]: int(c.get("SizeRw") or 0) for c in listed}
+            self._sizes_timestamp = time.time()
+
+    @property
+    def disk_usage_timestamp(self) -> float | None:
+        """When the writable-layer sizes were last read (Unix time), or ``None``."""
+        return self._sizes_timestamp

@@ -1,0 +1,106 @@
+"""Parse what the Docker Engine returns, without talking to it.
+
+Pure functions over the Engine API's JSON, kept apart from ``docker.py`` so that they can be
+tested against recorded responses from Docker versions and cgroup versions this machine cannot
+run. Example of the stats document (``GET /containers/ID/stats?stream=0&one-shot=1``, cgroup
+v1, trimmed)::
+
+    {"cpu_stats": {"cpu_usage": {"total_usage": 2490017596}},
+     "memory_stats": {"usage": 614400, "limit": 134217728,
+                      "stats": {"total_inactive_file": 0, "total_rss": 61440, ...}},
+     "blkio_stats": {"io_service_bytes_recursive": [{"major": 8, "minor": 0, "op": "Read",
+                                                     "value": 4096}, ...]}}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from densityd.sources.cgroups import CgroupStats, working_set
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*$", re.IGNORECASE)
+_UNIT_POWER = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
+
+
+def parse_docker_size(text: str) -> int:
+    """Parse a size as Docker's ``--storage-opt size=`` takes it (binary units: ``20G``)."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise ValueError(f"not a size: {text!r}")
+    number, unit, _suffix = match.groups()
+    return int(float(number) * 1024 ** _UNIT_POWER[unit.lower()])
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) else None
+
+
+def parse_stats(stats: Mapping[str, Any]) -> CgroupStats | None:
+    """Turn one Engine stats document into ``CgroupStats``; ``None`` for a stopped container."""
+    memory = stats.get("memory_stats") or {}
+    usage = memory.get("usage")
+    cpu_usage = (stats.get("cpu_stats") or {}).get("cpu_usage") or {}
+    cpu_ns = cpu_usage.get("total_usage")
+    if not isinstance(usage, int) or not isinstance(cpu_ns, int):
+        return None
+    detail: Mapping[str, Any] = memory.get("stats") or {}
+    # cgroup v1 reports hierarchical "total_*" keys; v2 plain ones ("anon"/"file": rss/cache).
+    if "total_inactive_file" in detail:
+        inactive_file = int(detail["total_inactive_file"])
+        rss = _int_or_none(detail.get("total_rss"))
+        cache = _int_or_none(detail.get("total_cache"))
+    else:
+        inactive_file = int(detail.get("inactive_file", 0))
+        rss = _int_or_none(detail.get("anon", detail.get("rss")))
+        cache = _int_or_none(detail.get("file", detail.get("cache")))
+    read_bytes = written_bytes = 0
+    entries = (stats.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []
+    for entry in entries:
+        op = str(entry.get("op", "")).lower()
+        if op == "read":
+            read_bytes += int(entry.get("value", 0))
+        elif op == "write":
+            written_bytes += int(entry.get("value", 0))
+    return CgroupStats(
+        cpu_seconds=cpu_ns / 1e9,
+        memory_usage_bytes=usage,
+        working_set_bytes=working_set(usage, inactive_file),
+        rss_bytes=rss,
+        cache_bytes=cache,
+        read_bytes=read_bytes,
+        written_bytes=written_bytes,
+    )
+
+
+def count_cpuset(cpuset: str) -> int | None:
+    """Count the CPUs in a cpuset list such as ``0-3,8``; ``None`` when empty."""
+    if not cpuset.strip():
+        return None
+    count = 0
+    for part in cpuset.split(","):
+        low, _, high = part.strip().partition("-")
+        count += (int(high) - int(low) + 1) if high else 1
+    return count
+
+
+def cpu_limit_cores(host_config: Mapping[str, Any]) -> float | None:
+    """The container's CPU limit in cores: NanoCpus, CpuQuota/CpuPeriod, or its cpuset size."""
+    limits: list[float] = []
+    nano = host_config.get("NanoCpus") or 0
+    quota = host_config.get("CpuQuota") or 0
+    if nano > 0:
+        limits.append(nano / 1e9)
+    elif quota > 0:
+        limits.append(quota / (host_config.get("CpuPeriod") or 100_000))
+    cpus = count_cpuset(host_config.get("CpusetCpus") or "")
+    if cpus is not None:
+        limits.append(float(cpus))
+    return min(limits) if limits else None
+
+
+def storage_limit_bytes(host_config: Mapping[str, Any]) -> int | None:
+    """The writable layer's size quota from ``--storage-opt size=``, if any."""
+    size = (host_config.get("StorageOpt") or {}).get("size")
+    return parse_docker_size(size) if size else None
