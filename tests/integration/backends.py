@@ -1,0 +1,217 @@
+"""Helpers over the real backends: the docker CLI, test containers, a densityd subprocess.
+
+Nothing here is mocked. The tests need a running Docker engine (``.ci/run`` starts one) and
+skip when there is none, unless ``DENSITYD_REQUIRE_BACKENDS=1`` (set by ``.ci/run``) turns a
+missing backend into a failure so that CI can never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+TINY_IMAGE = "tiny:latest"
+TEST_LABEL = "densityd.test"
+REQUIRE_BACKENDS = os.environ.get("DENSITYD_REQUIRE_BACKENDS") == "1"
+
+
+def missing_backend(reason: str) -> None:
+    """Skip, or fail when CI demands every backend."""
+    if REQUIRE_BACKENDS:
+        pytest.fail(f"backend required but missing: {reason}")
+    pytest.skip(reason)
+
+
+def docker_binary() -> str:
+    """Debian's client matches Debian's engine; a newer client on PATH may not (DESIGN §4)."""
+    if os.path.exists("/usr/bin/docker"):
+        return "/usr/bin/docker"
+    return shutil.which("docker") or "docker"
+
+
+@dataclass
+class DockerCLI:
+    """The ``docker`` command against one engine."""
+
+    binary: str
+    host: str | None = None
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 120) -> str:
+        command = [self.binary, *(["-H", self.host] if self.host else []), *args]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed: {result.stderr.strip()}")
+        return result.stdout.strip()
+
+    def ok(self) -> bool:
+        """Tell whether the engine answers."""
+        try:
+            self("info", "--format", "{{.ServerVersion}}", timeout=10)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired):
+            return False
+        return True
+
+
+def build_tiny_image(docker: DockerCLI, workdir: Path) -> None:
+    """Import a busybox-only root filesystem as ``tiny:latest`` (no registry is reachable)."""
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    if not os.path.exists(busybox):
+        missing_backend("busybox (Debian's busybox-static) is not installed")
+    archive = workdir / "tiny.tar"
+    with tarfile.open(archive, "w") as tar:
+        for directory in ("bin", "tmp", "data"):
+            info = tarfile.TarInfo(directory)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o1777 if directory == "tmp" else 0o755
+            tar.addfile(info)
+        tar.add(busybox, arcname="bin/busybox")
+        for applet in ("sh", "sleep", "dd", "yes", "cat", "rm", "sync"):
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type = tarfile.SYMTYPE
+            link.linkname = "busybox"
+            tar.addfile(link)
+    subprocess.run(
+        [
+            docker.binary,
+            *(["-H", docker.host] if docker.host else []),
+            "import",
+            str(archive),
+            TINY_IMAGE,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+@dataclass
+class Containers:
+    """Starts containers labelled for the tests and removes them afterwards."""
+
+    docker: DockerCLI
+    started: list[str] = field(default_factory=list)
+
+    def run(self, *args: str, command: str = "sleep 3600") -> str:
+        """``docker run -d`` a tiny container; returns its full ID."""
+        name = f"densityd-test-{uuid.uuid4().hex[:8]}"
+        container_id = self.docker(
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--label",
+            f"{TEST_LABEL}=1",
+            *args,
+            TINY_IMAGE,
+            "sh",
+            "-c",
+            command,
+        )
+        self.started.append(container_id)
+        return container_id
+
+    def remove_all(self) -> None:
+        """Remove every container this fixture started."""
+        if self.started:
+            self.docker("rm", "-f", *self.started, check=False)
+            self.started.clear()
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse_metrics(text: str) -> Series:
+    """Exposition text as {(sample name, labels): value}."""
+    series: Series = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            series[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return series
+
+
+def value_of(series: Series, name: str, **labels: str) -> float | None:
+    """The value of the one sample with this name whose labels include ``labels``."""
+    wanted = set(labels.items())
+    found = [v for (n, ls), v in series.items() if n == name and wanted <= ls]
+    if len(found) > 1:
+        raise AssertionError(f"{name}{labels} matches {len(found)} series")
+    return found[0] if found else None
+
+
+@dataclass
+class Daemon:
+    """A ``densityd run`` subprocess on a loopback port."""
+
+    process: subprocess.Popen[str]
+    url: str
+    log_path: Path
+
+    def metrics_text(self) -> str:
+        """One scrape of /metrics."""
+        response = requests.get(f"{self.url}/metrics", timeout=5)
+        response.raise_for_status()
+        return response.text
+
+    def scrape(self) -> Series:
+        """One scrape, parsed."""
+        return parse_metrics(self.metrics_text())
+
+    def wait_for(
+        self, predicate: Callable[[Series], bool], timeout: float = 20, what: str = "condition"
+    ) -> Series:
+        """Scrape until ``predicate`` holds; fail with the last scrape's gist otherwise."""
+        deadline = time.monotonic() + timeout
+        series: Series = {}
+        while time.monotonic() < deadline:
+            try:
+                series = self.scrape()
+            except requests.RequestException:
+                series = {}
+            if series and predicate(series):
+                return series
+            time.sleep(0.2)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; log:\n{self.log()}")
+
+    def log(self) -> str:
+        """The daemon's stderr so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        """SIGTERM and wait; returns the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def promtool() -> str:
+    """Path to promtool (Debian's prometheus package)."""
+    path = shutil.which("promtool")
+    if path is None:
+        missing_backend("promtool is not installed (Debian package prometheus)")
+    assert path is not None
+    return path
