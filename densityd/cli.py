@@ -135,8 +135,10 @@ def sample_command(settings: Settings, output: str, cpu_window: float) -> int:
     """Take one pass (two readings ``cpu_window`` apart, for CPU %) and print it."""
     source_set = build_sources(settings)
     try:
-        log_found_sources(source_set, settings)
+        missing = log_found_sources(source_set, settings)
         sampler = build_sampler(settings, source_set, SnapshotHolder())
+        for name, reason in missing.items():
+            sampler.mark_down(name, reason)
         if source_set.docker is not None:
             sampler.run_job(DOCKER_DISK_JOB)
         first = sampler.run_pass()

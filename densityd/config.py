@@ -20,6 +20,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -188,5 +189,7 @@ def load_settings(flags: Mapping[str, Any], config_file: Path | None = None) -> 
         raise ConfigError("; ".join(_describe_error(e) for e in exc.errors())) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+    except SettingsError as exc:  # a list field's env value that is not JSON, for one
+        raise ConfigError(f"invalid setting: {exc}") from None
     finally:
         _config_file.reset(token)

@@ -82,16 +82,23 @@ def probe(source: Source, timeout: float) -> tuple[bool, str]:
     return result[0] if result else (False, f"no answer within {timeout:g}s")
 
 
-def log_found_sources(source_set: SourceSet, settings: Settings) -> None:
-    """Log, once at start, which sources were found and why the others were not."""
+def log_found_sources(source_set: SourceSet, settings: Settings) -> dict[str, str]:
+    """Log, once at start, which sources were found and why the others were not.
+
+    Returns the sources not found, with the reason, so that the sampler starts them as down
+    without logging the same outage a second time.
+    """
     if not settings.docker:
         log.info("source docker: disabled by configuration (--no-docker)")
+    missing: dict[str, str] = {}
     for source in source_set.sources:
         found, text = probe(source, settings.source_timeout)
         if found:
             log.info("source %s: found %s", source.name, text)
         else:
             log.warning("source %s: not available: %s; retrying with backoff", source.name, text)
+            missing[source.name] = text
+    return missing
 
 
 def build_sampler(settings: Settings, source_set: SourceSet, holder: SnapshotHolder) -> Sampler:
@@ -106,7 +113,12 @@ def build_sampler(settings: Settings, source_set: SourceSet, holder: SnapshotHol
         else (lambda: None),
     )
     if docker_source is not None:
-        sampler.add_job(DOCKER_DISK_JOB, docker_source.refresh_disk_usage, settings.disk_timeout)
+        sampler.add_job(
+            DOCKER_DISK_JOB,
+            docker_source.refresh_disk_usage,
+            settings.disk_timeout,
+            depends_on=docker_source.name,
+        )
     return sampler
 
 
@@ -133,8 +145,10 @@ def run_daemon(settings: Settings) -> int:
     )
     log.info("densityd %s listening on http://%s:%d/metrics", __version__, host, server.port)
     source_set = build_sources(settings)
-    log_found_sources(source_set, settings)
+    missing = log_found_sources(source_set, settings)
     sampler = build_sampler(settings, source_set, holder)
+    for name, reason in missing.items():
+        sampler.mark_down(name, reason)
 
     scheduler = BackgroundScheduler(timezone=UTC)
     now = datetime.now(UTC)

@@ -26,9 +26,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Retry at every pass for the first few failures (a restarting backend is back in seconds),
-# then back off exponentially up to this many seconds between attempts.
-FAILURES_BEFORE_BACKOFF = 3
+# Retry at every pass during the first seconds of an outage (a restarting backend is back
+# within them, and must be picked up within two intervals); after that, back off
+# exponentially from the first delay up to the maximum between attempts.
+BACKOFF_AFTER_SECONDS = 30.0
+FIRST_BACKOFF_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 60.0
 
 
@@ -71,7 +73,8 @@ class GuardedCall(Generic[T]):
         self._in_flight: Future[T] | None = None
         self._in_flight_since = 0.0
         self._errors_total = 0
-        self._failures_in_a_row = 0
+        self._down_since: float | None = None
+        self._backoff = 0.0
         self._next_attempt = 0.0
         self._up: bool | None = None
         self._last_success: float | None = None
@@ -122,7 +125,8 @@ class GuardedCall(Generic[T]):
         if self._up is False:
             log.info("source %s is back up", self.name)
         self._up = True
-        self._failures_in_a_row = 0
+        self._down_since = None
+        self._backoff = 0.0
         self._next_attempt = 0.0
         self._last_success = self._clock()
         self._last_error = ""
@@ -136,11 +140,14 @@ class GuardedCall(Generic[T]):
     def _failed(self, reason: str, count: bool = True) -> _Outcome[T]:
         if count:
             self._errors_total += 1
-            self._failures_in_a_row += 1
-            extra = self._failures_in_a_row - FAILURES_BEFORE_BACKOFF
-            if extra > 0:
-                delay = min(MAX_BACKOFF_SECONDS, 2.0**extra)
-                self._next_attempt = self._clock() + delay
+            now = self._clock()
+            if self._down_since is None:
+                self._down_since = now
+            if now - self._down_since >= BACKOFF_AFTER_SECONDS:
+                self._backoff = min(
+                    MAX_BACKOFF_SECONDS, max(FIRST_BACKOFF_SECONDS, 2 * self._backoff)
+                )
+                self._next_attempt = now + self._backoff
         if self._up is not False:
             log.warning("source %s is down: %s (retrying with backoff)", self.name, reason)
         else:
@@ -148,6 +155,21 @@ class GuardedCall(Generic[T]):
         self._up = False
         self._last_error = reason
         return _Outcome(None, reason)
+
+    def mark_down(self, reason: str) -> None:
+        """Record a failure already reported elsewhere (the start-up probe): no log line."""
+        self._up = False
+        self._last_error = reason
+        self._down_since = self._clock()
+
+    @property
+    def down(self) -> bool:
+        """Whether the latest call failed (``False`` before the first call)."""
+        return self._up is False
+
+    def due(self, every: float) -> bool:
+        """Whether ``every`` seconds have passed since the last success (or there was none)."""
+        return self._last_success is None or self._clock() - self._last_success >= every
 
     def status(self) -> SourceStatus:
         """The self-monitoring view of this call."""
@@ -175,17 +197,46 @@ class Sampler:
         self._timeout = timeout
         self._sources = [GuardedCall(s.name, s.sample, timeout) for s in sources]
         self._jobs: dict[str, GuardedCall[None]] = {}
+        self._job_depends_on: dict[str, str] = {}
         self._disk_usage_timestamp = disk_usage_timestamp
         self._pass_lock = threading.Lock()
 
-    def add_job(self, name: str, call: Callable[[], None], timeout: float) -> None:
-        """Register a slow background job whose health is exported like a source's."""
-        self._jobs[name] = GuardedCall(name, call, timeout)
+    def add_job(
+        self, name: str, call: Callable[[], None], timeout: float, depends_on: str = ""
+    ) -> None:
+        """Register a slow background job whose health is exported like a source's.
 
-    def run_job(self, name: str) -> bool:
-        """Run one background job under its deadline; tell whether it succeeded."""
-        outcome = self._jobs[name].run()
-        return not outcome.error
+        A job that ``depends_on`` a source is skipped while that source is down, so that one
+        outage is logged once, by the source, not again by each of its jobs.
+        """
+        self._jobs[name] = GuardedCall(name, call, timeout)
+        self._job_depends_on[name] = depends_on
+
+    def mark_down(self, name: str, reason: str) -> None:
+        """Start a source (and the jobs depending on it) as down without logging again."""
+        for guarded in self._sources:
+            if guarded.name == name:
+                guarded.mark_down(reason)
+        for job, source in self._job_depends_on.items():
+            if source == name:
+                self._jobs[job].mark_down(f"{name} is down")
+
+    def run_job(self, name: str, every: float = 0.0) -> bool:
+        """Run a background job under its deadline if due; tell whether it is healthy.
+
+        The scheduler calls this every pass interval; the job only runs when ``every`` seconds
+        have passed since its last success, so a job that failed, or was skipped while its
+        source was down, runs again as soon as it can instead of a whole period later.
+        """
+        job = self._jobs[name]
+        depends_on = self._job_depends_on.get(name)
+        source = next((g for g in self._sources if g.name == depends_on), None)
+        if source is not None and source.down:
+            job.mark_down(f"{depends_on} is down")
+            return False
+        if not job.due(every):
+            return True
+        return not job.run().error
 
     def _statuses(self) -> tuple[SourceStatus, ...]:
         sources = tuple(guarded.status() for guarded in self._sources)

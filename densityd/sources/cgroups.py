@@ -90,10 +90,12 @@ def expand_systemd_slice(slice_name: str) -> str:
     """Turn a slice name into its cgroup path: ``a-b.slice`` -> ``a.slice/a-b.slice``."""
     if slice_name in ("", "-.slice"):
         return ""
-    if not slice_name.endswith(".slice"):
+    if not slice_name.endswith(".slice") or "/" in slice_name:
         raise ValueError(f"not a systemd slice: {slice_name!r}")
     stem = slice_name[: -len(".slice")]
     parts = stem.split("-")
+    if "" in parts:  # ".slice", "-a.slice", "a--b.slice", "a-.slice": systemd and runc refuse
+        raise ValueError(f"not a systemd slice: {slice_name!r}")
     return "/".join("-".join(parts[: i + 1]) + ".slice" for i in range(len(parts)))
 
 

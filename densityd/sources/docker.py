@@ -66,6 +66,21 @@ class _EngineInfo:
     api_version: str
 
 
+def _root_cause(exc: BaseException) -> str:
+    """The innermost OS error's text ("No such file or directory"), else the exception's."""
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        pending.extend([*current.args, current.__cause__, current.__context__])
+    return str(exc)
+
+
 def _is_local(base_url: str) -> bool:
     return base_url.startswith(("unix://", "http+unix://", "npipe://"))
 
@@ -123,7 +138,10 @@ class DockerSource:
             client = docker.APIClient(version="auto", timeout=self._timeout, **kwargs)
             info = client.info()
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise SourceUnavailable(f"cannot reach Docker at {self.base_url}: {exc}") from exc
+            hint = " (is dockerd running?)" if _is_local(self.base_url) else ""
+            raise SourceUnavailable(
+                f"cannot reach Docker at {self.base_url}: {_root_cause(exc)}{hint}"
+            ) from exc
         self._engine = _EngineInfo(
             version=str(info.get("ServerVersion", "unknown")),
             cgroup_driver="systemd" if info.get("CgroupDriver") == "systemd" else "cgroupfs",
@@ -193,7 +211,7 @@ class DockerSource:
             # Drop the client so that the next attempt re-reads engine facts (a restarted
             # dockerd may come back with another driver or data root).
             self._disconnect()
-            raise SourceUnavailable(f"Docker at {self.base_url}: {exc}") from exc
+            raise SourceUnavailable(f"Docker at {self.base_url}: {_root_cause(exc)}") from exc
 
     def _sample(self, client: Any) -> SourceReading:
         listed: list[dict[str, Any]] = client.containers(all=True)
@@ -361,7 +379,7 @@ class DockerSource:
             try:
                 listed = client.containers(all=True, size=True)
             except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-                raise SourceUnavailable(f"Docker at {self.base_url}: {exc}") from exc
+                raise SourceUnavailable(f"Docker at {self.base_url}: {_root_cause(exc)}") from exc
             # The engine omits SizeRw when it is 0.
             self._sizes = {c["Id"]: int(c.get("SizeRw") or 0) for c in listed}
             self._sizes_timestamp = time.time()

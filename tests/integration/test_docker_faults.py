@@ -1,0 +1,213 @@
+"""Docker faults: not running at start, restarted mid-run, containers vanishing mid-pass.
+
+The restart test runs its own dockerd (its own data root, exec root and socket) so that it can
+stop and start an engine without disturbing the one the other tests use.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from densityd.sources.docker import DockerSource
+from tests.integration.backends import (
+    TINY_IMAGE,
+    Containers,
+    DockerCLI,
+    build_tiny_image,
+    missing_backend,
+    value_of,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_docker_not_running_at_start(start_daemon) -> None:  # type: ignore[no-untyped-def]
+    """The daemon serves, reports docker down with one clear log line, and keeps retrying."""
+    socket_path = Path(tempfile.mkdtemp(prefix="densityd-")) / "absent.sock"
+    daemon = start_daemon("--docker-host", f"unix://{socket_path}")
+    series = daemon.wait_for(
+        lambda s: value_of(s, "densityd_source_errors_total", source="docker") >= 3,  # type: ignore[operator]
+        what="three failed docker passes",
+    )
+    assert value_of(series, "densityd_source_up", source="docker") == 0
+    assert value_of(series, "densityd_source_up", source="host") == 1
+    assert value_of(series, "densityd_host_memory_bytes") is not None
+    log = daemon.log()
+    docker_lines = [line for line in log.splitlines() if "docker" in line and "WARNING" in line]
+    assert any(f"cannot reach Docker at unix://{socket_path}" in line for line in docker_lines)
+    # One line when the source is found missing, one when the first pass fails: no per-pass spam.
+    assert len(docker_lines) <= 2, log
+
+
+@pytest.fixture
+def private_dockerd(docker_cli: DockerCLI) -> Iterator[PrivateDockerd]:
+    """A second dockerd this test may stop and start at will."""
+    if shutil.which("dockerd") is None:
+        missing_backend("dockerd is not installed")
+    engine = PrivateDockerd(Path(tempfile.mkdtemp(prefix="dd-", dir="/tmp")), docker_cli.binary)
+    try:
+        engine.start()
+        build_tiny_image(engine.cli, engine.root)
+        yield engine
+    finally:
+        engine.cli("rm", "-f", *engine.cli("ps", "-aq").split(), check=False)
+        engine.stop()
+        shutil.rmtree(engine.root, ignore_errors=True)
+
+
+class PrivateDockerd:
+    """A dockerd with its own directories and socket (short paths: sockets have a length limit)."""
+
+    def __init__(self, root: Path, docker_binary: str) -> None:
+        self.root = root
+        self.socket = f"unix://{root}/docker.sock"
+        self.cli = DockerCLI(docker_binary, host=self.socket)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start dockerd and wait until it answers."""
+        log = (self.root / "dockerd.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                "dockerd",
+                "--data-root",
+                str(self.root / "data"),
+                "--exec-root",
+                str(self.root / "exec"),
+                "--pidfile",
+                str(self.root / "docker.pid"),
+                "-H",
+                self.socket,
+                "--iptables=false",
+                "--bridge=none",
+                "--storage-driver=vfs",
+                "--live-restore",
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while not self.cli.ok():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise AssertionError((self.root / "dockerd.log").read_text()[-2000:])
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """SIGTERM dockerd (by its PID) and wait for it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def test_dockerd_restart_mid_run(start_daemon, private_dockerd: PrivateDockerd) -> None:  # type: ignore[no-untyped-def]
+    """After dockerd restarts, densityd has its containers back within two intervals."""
+    interval = 1.0
+    container = private_dockerd.cli(
+        "run", "-d", "--name", "survivor", TINY_IMAGE, "sh", "-c", "sleep 3600"
+    )
+    daemon = start_daemon(
+        "--docker-host", private_dockerd.socket, "--source-timeout", "0.8", interval=interval
+    )
+    daemon.wait_for(
+        lambda s: value_of(s, "densityd_workload_memory_bytes", id=container) is not None,
+        what="the container before the restart",
+    )
+    private_dockerd.stop()
+    daemon.wait_for(
+        lambda s: value_of(s, "densityd_source_up", source="docker") == 0,
+        what="docker reported down",
+    )
+    series = daemon.scrape()
+    assert value_of(series, "densityd_workload_memory_bytes", id=container) is None
+    assert value_of(series, "densityd_source_up", source="host") == 1
+
+    private_dockerd.start()
+    back_at = time.monotonic()
+    daemon.wait_for(
+        lambda s: (
+            value_of(s, "densityd_source_up", source="docker") == 1
+            and value_of(s, "densityd_workload_memory_bytes", id=container) is not None
+        ),
+        timeout=15,
+        what="docker back with the live-restored container",
+    )
+    # Two intervals, plus the 0.2 s polling step of wait_for.
+    assert time.monotonic() - back_at <= 2 * interval + 0.3
+    assert "source docker is back up" in daemon.log()
+
+
+def _racing_client(source: DockerSource, on_list: Any) -> None:
+    """Wrap the source's real API client so ``on_list`` runs right after the list call."""
+    client = source._connect()
+    real_containers = client.containers
+
+    def containers(*args: Any, **kwargs: Any) -> Any:
+        listed = real_containers(*args, **kwargs)
+        on_list()
+        return listed
+
+    client.containers = containers
+
+
+@pytest.mark.parametrize("stats_mode", ["cgroup", "api"])
+@pytest.mark.parametrize("seen_before", [True, False])
+def test_container_removed_between_list_and_read_is_skipped(
+    containers: Containers, docker_cli: DockerCLI, stats_mode: str, seen_before: bool
+) -> None:
+    """A container removed after the list call is left out of the pass, without an error."""
+    survivor = containers.run()
+    victim = containers.run()
+    source = DockerSource(stats_mode=stats_mode, api_workers=4)  # type: ignore[arg-type]
+    try:
+        if seen_before:  # its metadata (and cgroup path) is cached: the read itself must cope
+            assert victim in {w.id for w in source.sample().workloads}
+        removed = threading.Event()
+
+        def remove_victim() -> None:
+            if not removed.is_set():
+                docker_cli("rm", "-f", victim)
+                removed.set()
+
+        _racing_client(source, remove_victim)
+        reading = source.sample()
+    finally:
+        source.close()
+    assert removed.is_set()
+    ids = {w.id for w in reading.workloads}
+    assert survivor in ids
+    assert victim not in ids
+
+
+def test_churn_while_sampling_raises_no_errors(  # type: ignore[no-untyped-def]
+    start_daemon, containers: Containers
+) -> None:
+    """Containers coming and going every few hundred ms never fail a docker pass."""
+    daemon = start_daemon("--disk-interval", "0.5", interval=0.25)
+    deadline = time.monotonic() + 8
+    created = 0
+    while time.monotonic() < deadline:
+        short_lived = containers.run(command="sleep 0.3")
+        created += 1
+        if created % 2 == 0:
+            containers.docker("rm", "-f", short_lived)
+    series = daemon.scrape()
+    assert created >= 5
+    assert value_of(series, "densityd_source_errors_total", source="docker") == 0, daemon.log()
+    assert value_of(series, "densityd_source_errors_total", source="docker_disk") == 0
+    assert value_of(series, "densityd_source_up", source="docker") == 1
+    assert "Traceback" not in daemon.log()
