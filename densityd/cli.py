@@ -56,7 +56,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
             )
         elif typing.get_origin(annotation) is list:
             group.add_argument(
-                flag.rstrip("s"),
+                flag,
                 dest=name,
                 action="append",
                 default=argparse.SUPPRESS,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import typing
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -145,8 +146,16 @@ class Settings(BaseSettings):
 
 
 def flag_name(field: str) -> str:
-    """The command-line flag of a field: ``disk_interval`` -> ``--disk-interval``."""
-    return "--" + field.replace("_", "-")
+    """The flag of a field: ``disk_interval`` -> ``--disk-interval``.
+
+    A list field takes one value per flag, so its flag is singular and repeatable:
+    ``host_disk_paths`` -> ``--host-disk-path``.
+    """
+    flag = "--" + field.replace("_", "-")
+    info = Settings.model_fields.get(field)
+    if info is not None and typing.get_origin(info.annotation) is list:
+        flag = flag.removesuffix("s")
+    return flag
 
 
 def env_name(field: str) -> str:
