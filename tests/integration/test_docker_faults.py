@@ -211,3 +211,77 @@ def test_churn_while_sampling_raises_no_errors(  # type: ignore[no-untyped-def]
     assert value_of(series, "densityd_source_errors_total", source="docker_disk") == 0
     assert value_of(series, "densityd_source_up", source="docker") == 1
     assert "Traceback" not in daemon.log()
+
+
+def test_frozen_dockerd_hits_the_deadline_and_recovers(  # type: ignore[no-untyped-def]
+    start_daemon, private_dockerd: PrivateDockerd
+) -> None:
+    """SIGSTOPped dockerd: the pass gives up at its deadline, scrapes stay fast, then recovery."""
+    assert private_dockerd.process is not None
+    container = private_dockerd.cli(
+        "run", "-d", "--name", "frozen-test", TINY_IMAGE, "sh", "-c", "sleep 3600"
+    )
+    # The API timeout is far beyond the source deadline: only the deadline can end the pass.
+    daemon = start_daemon(
+        "--docker-host", private_dockerd.socket, "--source-timeout", "1", "--docker-timeout", "120"
+    )
+    daemon.wait_for(
+        lambda s: value_of(s, "densityd_workload_memory_bytes", id=container) is not None,
+        what="the container before the freeze",
+    )
+    private_dockerd.process.send_signal(signal.SIGSTOP)
+    try:
+        series = daemon.wait_for(
+            lambda s: value_of(s, "densityd_source_up", source="docker") == 0,
+            timeout=10,
+            what="docker reported down while frozen",
+        )
+        assert value_of(series, "densityd_source_up", source="host") == 1
+        # Passes keep completing on schedule around the stuck call.
+        duration = value_of(series, "densityd_last_pass_duration_seconds")
+        assert duration is not None and duration <= 1.5
+        slowest = 0.0
+        for _ in range(20):
+            started = time.monotonic()
+            daemon.metrics_text()
+            slowest = max(slowest, time.monotonic() - started)
+        # A correctness bound, not a benchmark: a scrape must never wait for the backend.
+        assert slowest < 0.5
+    finally:
+        private_dockerd.process.send_signal(signal.SIGCONT)
+    daemon.wait_for(
+        lambda s: (
+            value_of(s, "densityd_source_up", source="docker") == 1
+            and value_of(s, "densityd_workload_memory_bytes", id=container) is not None
+        ),
+        timeout=15,
+        what="recovery after SIGCONT",
+    )
+
+
+def test_sigterm_and_sigint_stop_cleanly_even_with_a_frozen_backend(  # type: ignore[no-untyped-def]
+    start_daemon, private_dockerd: PrivateDockerd
+) -> None:
+    """Both signals end the daemon with status 0, promptly, stuck backend call or not."""
+    assert private_dockerd.process is not None
+    plain = start_daemon("--docker-host", private_dockerd.socket)
+    plain.process.send_signal(signal.SIGINT)
+    assert plain.process.wait(timeout=10) == 0
+    assert "received SIGINT, stopping" in plain.log()
+
+    stuck = start_daemon(
+        "--docker-host", private_dockerd.socket, "--source-timeout", "1", "--docker-timeout", "120"
+    )
+    private_dockerd.process.send_signal(signal.SIGSTOP)
+    try:
+        stuck.wait_for(
+            lambda s: value_of(s, "densityd_source_up", source="docker") == 0,
+            timeout=10,
+            what="docker down while frozen",
+        )
+        started = time.monotonic()
+        stuck.process.send_signal(signal.SIGTERM)
+        assert stuck.process.wait(timeout=10) == 0
+        assert time.monotonic() - started < 5
+    finally:
+        private_dockerd.process.send_signal(signal.SIGCONT)
