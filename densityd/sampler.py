@@ -115,9 +115,12 @@ class GuardedCall(Generic[T]):
             return _Outcome(None, self._last_error or "backing off")
         try:
             value = future.result(timeout=max(0.0, deadline - time.monotonic()))
-        except FutureTimeout:
+        except FutureTimeout as exc:
             self._duration = self._clock() - self._in_flight_since
-            return self._failed(f"no answer within the {self._timeout:g}s deadline")
+            # FutureTimeout is the builtin TimeoutError (3.11+): the call may have raised it.
+            if not future.done() or future.exception() is not exc:
+                return self._failed(f"no answer within the {self._timeout:g}s deadline")
+            return self._failed(str(exc) or type(exc).__name__)
         except Exception as exc:  # any backend failure: isolate it, report it, carry on
             self._duration = self._clock() - self._in_flight_since
             return self._failed(str(exc) or type(exc).__name__)

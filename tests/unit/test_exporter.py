@@ -1,0 +1,394 @@
+"""The collector over hand-built snapshots: the DESIGN §5 schema, exactly, and valid text."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterable
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import CollectorRegistry
+
+from densityd import __version__
+from densityd.exporter import SnapshotCollector, build_registry
+from densityd.model import (
+    DiskUsage,
+    HostSample,
+    Snapshot,
+    SourceStatus,
+    WorkloadKind,
+    WorkloadSample,
+)
+from densityd.sampler import SnapshotHolder
+
+CONTAINER_ID = "7e649af947a6c1d0e1f7d4d0b0c6f5b0a9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4"
+VM_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"
+
+# DESIGN §5: family name (as client_python names it, without _total) -> type, label names.
+WORKLOAD_LABELS = ("id", "kind", "name")
+SCHEMA: dict[str, tuple[str, tuple[str, ...]]] = {
+    "densityd_workload_info": ("gauge", ("id", "image", "kind", "name", "state")),
+    "densityd_workload_cpu_seconds": ("counter", WORKLOAD_LABELS),
+    "densityd_workload_cpu_limit_cores": ("gauge", WORKLOAD_LABELS),
+    "densityd_workload_memory_bytes": ("gauge", WORKLOAD_LABELS),
+    "densityd_workload_memory_limit_bytes": ("gauge", WORKLOAD_LABELS),
+    "densityd_workload_disk_bytes": ("gauge", WORKLOAD_LABELS),
+    "densityd_workload_disk_limit_bytes": ("gauge", WORKLOAD_LABELS),
+    "densityd_workload_disk_read_bytes": ("counter", WORKLOAD_LABELS),
+    "densityd_workload_disk_written_bytes": ("counter", WORKLOAD_LABELS),
+    "densityd_host_cpu_cores": ("gauge", ()),
+    "densityd_host_memory_bytes": ("gauge", ()),
+    "densityd_host_memory_available_bytes": ("gauge", ()),
+    "densityd_host_disk_bytes": ("gauge", ("path",)),
+    "densityd_host_disk_free_bytes": ("gauge", ("path",)),
+    "densityd_source_up": ("gauge", ("source",)),
+    "densityd_source_duration_seconds": ("gauge", ("source",)),
+    "densityd_source_errors": ("counter", ("source",)),
+    "densityd_source_last_success_timestamp_seconds": ("gauge", ("source",)),
+    "densityd_build_info": ("gauge", ("version",)),
+}
+
+
+def container(**overrides: object) -> WorkloadSample:
+    values: dict[str, object] = {
+        "kind": WorkloadKind.CONTAINER,
+        "id": CONTAINER_ID,
+        "name": "web",
+        "image": "tiny:latest",
+        "cpu_seconds": 12.5,
+        "cpu_limit_cores": 0.5,
+        "memory_bytes": 21340160,
+        "memory_limit_bytes": 134217728,
+        "memory_usage_bytes": 22000000,
+        "memory_rss_bytes": 53248,
+        "memory_cache_bytes": 20971520,
+        "disk_bytes": 4096,
+        "disk_limit_bytes": None,
+        "disk_read_bytes": 1000,
+        "disk_written_bytes": 2000,
+    }
+    values.update(overrides)
+    return WorkloadSample(**values)  # type: ignore[arg-type]
+
+
+def vm() -> WorkloadSample:
+    return WorkloadSample(
+        kind=WorkloadKind.VM,
+        id=VM_UUID,
+        name="db-vm",
+        cpu_seconds=300.0,
+        cpu_limit_cores=2.0,
+        memory_bytes=41943040,
+        memory_limit_bytes=536870912,
+        disk_bytes=1073741824,
+        disk_limit_bytes=10737418240,
+        disk_read_bytes=0,
+        disk_written_bytes=0,
+    )
+
+
+def snapshot(*workloads: WorkloadSample, **overrides: object) -> Snapshot:
+    values: dict[str, object] = {
+        "timestamp": 1_700_000_000.0,
+        "workloads": workloads,
+        "host": HostSample(
+            cpu_cores=2,
+            memory_bytes=25275863040,
+            memory_available_bytes=24869343232,
+            disks=(DiskUsage("/var/lib/docker", 270553174016, 84927516672),),
+        ),
+        "sources": (
+            SourceStatus("docker", True, 0.012, 0, 1_699_999_999.5),
+            SourceStatus("libvirt", False, 10.0, 4, None, "no answer within the 10s deadline"),
+        ),
+        "disk_usage_timestamp": 1_699_999_940.0,
+        "pass_duration_seconds": 0.02,
+    }
+    values.update(overrides)
+    return Snapshot(**values)  # type: ignore[arg-type]
+
+
+def collect(snap: Snapshot | None, clock: float = 1_700_000_000.0) -> dict[str, Metric]:
+    holder = SnapshotHolder()
+    if snap is not None:
+        holder.publish(snap)
+    families = list(SnapshotCollector(holder, clock=lambda: clock).collect())
+    by_name = {family.name: family for family in families}
+    assert len(by_name) == len(families), "one family per name"
+    return by_name
+
+
+def values(family: Metric) -> dict[tuple[tuple[str, str], ...], float]:
+    return {tuple(sorted(s.labels.items())): s.value for s in family.samples}
+
+
+def exposition(snap: Snapshot, clock: float = 1_700_000_000.0) -> str:
+    holder = SnapshotHolder()
+    holder.publish(snap)
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(SnapshotCollector(holder, clock=lambda: clock))
+    return generate_latest(registry).decode()
+
+
+def identity(workload: WorkloadSample) -> tuple[tuple[str, str], ...]:
+    return (("id", workload.id), ("kind", str(workload.kind)), ("name", workload.name))
+
+
+def test_families_names_types_and_labels_follow_the_schema() -> None:
+    families = collect(snapshot(container(), vm()))
+    for name, (kind, labels) in SCHEMA.items():
+        assert name in families, name
+        family = families[name]
+        assert family.type == kind, name
+        assert family.documentation, name
+        assert family.samples, name
+        for sample in family.samples:
+            assert tuple(sorted(sample.labels)) == labels, name
+
+
+def test_workload_values() -> None:
+    web, db = container(), vm()
+    families = collect(snapshot(web, db))
+    assert values(families["densityd_workload_cpu_seconds"]) == {
+        identity(web): 12.5,
+        identity(db): 300.0,
+    }
+    assert values(families["densityd_workload_memory_bytes"]) == {
+        identity(web): 21340160,
+        identity(db): 41943040,
+    }
+    assert values(families["densityd_container_memory_rss_bytes"]) == {identity(web): 53248}
+    info = [dict(s.labels) | {"value": s.value} for s in families["densityd_workload_info"].samples]
+    assert info == [
+        {
+            "kind": "container",
+            "id": CONTAINER_ID,
+            "name": "web",
+            "image": "tiny:latest",
+            "state": "running",
+            "value": 1,
+        },
+        {"kind": "vm", "id": VM_UUID, "name": "db-vm", "image": "", "state": "running", "value": 1},
+    ]
+
+
+def test_counters_end_in_total_and_gauges_do_not() -> None:
+    text = exposition(snapshot(container(), vm()))
+    parsed = {f.name: f for f in text_string_to_metric_families(text)}
+    counters = {name for name, (kind, _) in SCHEMA.items() if kind == "counter"}
+    for name, family in parsed.items():
+        for sample in family.samples:
+            if family.type == "counter":
+                assert name in counters
+                assert sample.name == name + "_total"
+            else:
+                assert not sample.name.endswith("_total")
+    assert "densityd_workload_cpu_seconds_total{" in text
+    assert "densityd_source_errors_total{" in text
+    assert "densityd_workload_disk_read_bytes_total{" in text
+    assert "densityd_workload_disk_written_bytes_total{" in text
+
+
+def test_unlimited_limits_are_omitted_not_zero() -> None:
+    unlimited = container(id="b" * 64, name="free", cpu_limit_cores=None, memory_limit_bytes=None)
+    limited = container()
+    families = collect(snapshot(unlimited, limited))
+    for name in ("densityd_workload_cpu_limit_cores", "densityd_workload_memory_limit_bytes"):
+        ids = {s.labels["id"] for s in families[name].samples}
+        assert ids == {CONTAINER_ID}, name
+    # disk_limit_bytes is None for both containers: no sample at all, not a 0.
+    assert families["densityd_workload_disk_limit_bytes"].samples == []
+    text = exposition(snapshot(unlimited, limited))
+    assert 'densityd_workload_memory_limit_bytes{id="' + "b" * 64 not in text
+    assert "densityd_workload_disk_limit_bytes{" not in text
+
+
+def test_unknown_usage_of_a_stopped_container_is_omitted() -> None:
+    stopped = container(
+        state="exited",
+        running=False,
+        cpu_seconds=None,
+        memory_bytes=None,
+        memory_usage_bytes=None,
+        memory_rss_bytes=None,
+        memory_cache_bytes=None,
+        disk_read_bytes=None,
+        disk_written_bytes=None,
+    )
+    families = collect(snapshot(stopped))
+    assert families["densityd_workload_cpu_seconds"].samples == []
+    assert families["densityd_workload_memory_bytes"].samples == []
+    [info] = families["densityd_workload_info"].samples
+    assert info.labels["state"] == "exited"
+    assert values(families["densityd_workload_memory_limit_bytes"]) == {
+        identity(stopped): 134217728
+    }
+
+
+def test_host_and_source_values() -> None:
+    families = collect(snapshot(container()))
+    assert families["densityd_host_cpu_cores"].samples[0].value == 2
+    assert families["densityd_host_memory_bytes"].samples[0].value == 25275863040
+    assert families["densityd_host_memory_available_bytes"].samples[0].value == 24869343232
+    path = (("path", "/var/lib/docker"),)
+    assert values(families["densityd_host_disk_bytes"]) == {path: 270553174016}
+    assert values(families["densityd_host_disk_free_bytes"]) == {path: 84927516672}
+    assert values(families["densityd_source_up"]) == {
+        (("source", "docker"),): 1,
+        (("source", "libvirt"),): 0,
+    }
+    assert values(families["densityd_source_errors"]) == {
+        (("source", "docker"),): 0,
+        (("source", "libvirt"),): 4,
+    }
+    # Never succeeded: no last-success sample rather than a 0 timestamp.
+    assert values(families["densityd_source_last_success_timestamp_seconds"]) == {
+        (("source", "docker"),): 1_699_999_999.5
+    }
+    assert values(families["densityd_build_info"]) == {(("version", __version__),): 1}
+    assert families["densityd_last_pass_timestamp_seconds"].samples[0].value == 1_700_000_000.0
+    assert families["densityd_last_pass_duration_seconds"].samples[0].value == 0.02
+
+
+def test_no_samples_before_the_first_snapshot() -> None:
+    families = collect(None)
+    assert set(SCHEMA) <= set(families)
+    for name, family in families.items():
+        assert family.samples == [], name
+
+
+def test_describe_yields_the_same_families_as_collect() -> None:
+    holder = SnapshotHolder()
+    collector = SnapshotCollector(holder)
+    before = [(m.name, m.type) for m in collector.describe()]
+    holder.publish(snapshot(container(), vm()))
+    described = [(m.name, m.type) for m in collector.describe()]
+    collected = [(m.name, m.type) for m in collector.collect()]
+    assert described == collected == before
+    assert all(m.samples == [] for m in collector.describe())
+
+
+def test_registry_accepts_the_collector_and_process_metrics() -> None:
+    holder = SnapshotHolder()
+    holder.publish(snapshot(container()))
+    text = generate_latest(build_registry(holder)).decode()
+    assert "densityd_workload_memory_bytes{" in text
+    assert "process_resident_memory_bytes " in text
+
+
+def test_disk_usage_age_uses_the_injected_clock() -> None:
+    def age(snap: Snapshot, clock: float) -> list[float]:
+        family = collect(snap, clock=clock)["densityd_docker_disk_usage_age_seconds"]
+        return [sample.value for sample in family.samples]
+
+    scanned = snapshot(disk_usage_timestamp=1_000.0)
+    assert age(scanned, clock=1_060.0) == [60.0]
+    assert age(scanned, clock=1_300.5) == [300.5]
+    assert age(scanned, clock=990.0) == [0.0]  # a clock step backwards: never negative
+    assert age(snapshot(disk_usage_timestamp=None), clock=1_060.0) == []  # no scan yet
+
+
+def test_collect_reads_the_latest_snapshot_each_time() -> None:
+    holder = SnapshotHolder()
+    collector = SnapshotCollector(holder)
+    holder.publish(snapshot(container(memory_bytes=1)))
+    first = {m.name: m for m in collector.collect()}["densityd_workload_memory_bytes"]
+    holder.publish(snapshot(container(memory_bytes=2)))
+    second = {m.name: m for m in collector.collect()}["densityd_workload_memory_bytes"]
+    assert [s.value for s in first.samples] == [1]
+    assert [s.value for s in second.samples] == [2]
+
+
+HOSTILE = [
+    'quo"te',
+    "back\\slash",
+    "new\nline",
+    "tab\tand\rcarriage",
+    "ünïcødé-名前",
+    "emoji-🚀🐳",
+    '\\"\n\\n',
+    "",
+]
+
+
+def hostile_snapshot() -> Snapshot:
+    workloads = tuple(
+        container(id=f"{index:064x}", name=name, image=name + ":latest")
+        for index, name in enumerate(HOSTILE)
+    )
+    return snapshot(
+        *workloads,
+        host=HostSample(
+            cpu_cores=2,
+            memory_bytes=1,
+            memory_available_bytes=1,
+            disks=tuple(DiskUsage(f"/data/{name}", 10, 5) for name in HOSTILE),
+        ),
+        sources=(SourceStatus('so"urce\n🚀', False, 0.5, 1, None, 'err"or\n'),),
+    )
+
+
+def test_hostile_label_values_round_trip() -> None:
+    text = exposition(hostile_snapshot())
+    parsed = {f.name: f for f in text_string_to_metric_families(text)}
+    names = {s.labels["name"] for s in parsed["densityd_workload_memory_bytes"].samples}
+    assert names == set(HOSTILE)
+    images = {s.labels["image"] for s in parsed["densityd_workload_info"].samples}
+    assert images == {name + ":latest" for name in HOSTILE}
+    paths = {s.labels["path"] for s in parsed["densityd_host_disk_bytes"].samples}
+    assert paths == {f"/data/{name}" for name in HOSTILE}
+    assert [s.labels["source"] for s in parsed["densityd_source_up"].samples] == ['so"urce\n🚀']
+
+
+def promtool_check(text: str) -> subprocess.CompletedProcess[str]:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed")
+    return subprocess.run(
+        [promtool, "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_promtool_accepts_hostile_names() -> None:
+    result = promtool_check(exposition(hostile_snapshot()))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+    assert result.stderr.strip() == ""
+
+
+def test_promtool_accepts_the_full_registry() -> None:
+    holder = SnapshotHolder()
+    holder.publish(snapshot(container(), vm()))
+    result = promtool_check(generate_latest(build_registry(holder)).decode())
+    assert (result.returncode, result.stdout.strip(), result.stderr.strip()) == (0, "", "")
+
+
+def test_promtool_check_would_catch_a_broken_exposition() -> None:
+    # Guard on the two tests above: promtool really rejects what a naive writer produces.
+    result = promtool_check('densityd_workload_memory_bytes{name="new\nline"} 1\n')
+    assert result.returncode != 0
+
+
+def sample_names(families: Iterable[Metric]) -> set[str]:
+    return {s.name for f in families for s in f.samples}
+
+
+def test_exposition_has_one_type_line_per_family() -> None:
+    text = exposition(snapshot(container(), vm()))
+    type_lines = [line for line in text.splitlines() if line.startswith("# TYPE ")]
+    assert len(type_lines) == len({line.split()[2] for line in type_lines})
+    assert sample_names(text_string_to_metric_families(text)) >= {
+        "densityd_workload_info",
+        "densityd_workload_cpu_seconds_total",
+        "densityd_host_disk_free_bytes",
+        "densityd_source_errors_total",
+        "densityd_build_info",
+    }

@@ -1,0 +1,98 @@
+"""The host source against a recorded ``/proc/meminfo`` (this machine's) and real directories."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from densityd.model import DiskUsage, SourceReading
+from densityd.sources.host import HostSource, disk_usage, parse_meminfo
+
+PROC = Path(__file__).resolve().parent.parent / "fixtures" / "proc"
+
+
+def test_parse_meminfo_recorded() -> None:
+    values = parse_meminfo((PROC / "meminfo").read_text())
+    assert values["MemTotal"] == 24683656 * 1024
+    assert values["MemFree"] == 23925004 * 1024
+    assert values["MemAvailable"] == 24286468 * 1024
+    assert values["Hugepagesize"] == 2048 * 1024
+    assert values["HugePages_Total"] == 0
+    assert len(values) == 54  # one entry per line of the recorded file
+
+
+def test_parse_meminfo_counts_are_not_scaled() -> None:
+    text = "MemTotal:        2048 kB\nHugePages_Total:      12\nHugePages_Free:        3\n\n"
+    assert parse_meminfo(text) == {
+        "MemTotal": 2097152,
+        "HugePages_Total": 12,
+        "HugePages_Free": 3,
+    }
+
+
+def test_host_source_reads_the_injected_proc_root(tmp_path: Path) -> None:
+    source = HostSource(proc_root=PROC, disk_paths=lambda: [str(tmp_path)])
+    reading = source.sample()
+    assert isinstance(reading, SourceReading)
+    assert reading.workloads == ()
+    host = reading.host
+    assert host is not None
+    assert host.cpu_cores == (os.cpu_count() or 1)
+    assert host.memory_bytes == 24683656 * 1024
+    assert host.memory_available_bytes == 24286468 * 1024
+    assert [d.path for d in host.disks] == [str(tmp_path)]
+    stat = os.statvfs(tmp_path)
+    disk = host.disks[0]
+    assert disk.total_bytes == stat.f_blocks * stat.f_frsize
+    assert 0 < disk.free_bytes <= disk.total_bytes
+
+
+def test_host_source_skips_missing_none_and_duplicate_paths(tmp_path: Path) -> None:
+    other = tmp_path / "images"
+    other.mkdir()
+    paths = [None, str(tmp_path), str(tmp_path / "missing"), str(other), str(tmp_path), ""]
+    host = HostSource(proc_root=PROC, disk_paths=lambda: paths).sample().host
+    assert host is not None
+    assert [d.path for d in host.disks] == [str(tmp_path), str(other)]
+
+
+def test_host_source_asks_for_disk_paths_on_every_sample(tmp_path: Path) -> None:
+    # The Docker data root becomes known only once Docker is reached: ask each time.
+    paths: list[str | None] = [None]
+    source = HostSource(proc_root=PROC, disk_paths=lambda: paths)
+    first = source.sample().host
+    paths[0] = str(tmp_path)
+    second = source.sample().host
+    assert first is not None and first.disks == ()
+    assert second is not None and [d.path for d in second.disks] == [str(tmp_path)]
+
+
+def test_host_source_without_memavailable_uses_memfree(tmp_path: Path) -> None:
+    (tmp_path / "meminfo").write_text("MemTotal:  1000 kB\nMemFree:  300 kB\nBuffers:  10 kB\n")
+    host = HostSource(proc_root=tmp_path).sample().host
+    assert host is not None
+    assert (host.memory_bytes, host.memory_available_bytes) == (1024000, 307200)
+    assert host.disks == ()
+
+
+def test_host_source_fails_without_meminfo(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        HostSource(proc_root=tmp_path).sample()
+
+
+def test_probe_describes_the_host() -> None:
+    text = HostSource(proc_root=PROC).probe()
+    assert text == f"{os.cpu_count() or 1} CPU cores, 23.5 GiB memory"
+
+
+def test_disk_usage(tmp_path: Path) -> None:
+    usage = disk_usage(str(tmp_path))
+    stat = os.statvfs(tmp_path)
+    assert isinstance(usage, DiskUsage)
+    assert usage.path == str(tmp_path)
+    assert usage.total_bytes == stat.f_blocks * stat.f_frsize
+    assert usage.total_bytes > 0
+    with pytest.raises(OSError):
+        disk_usage(str(tmp_path / "missing"))
