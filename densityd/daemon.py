@@ -17,7 +17,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from densityd import __version__
 from densityd.config import Settings
-from densityd.exporter import build_registry
+from densityd.exporter import Exposition
 from densityd.sampler import Sampler, SnapshotHolder
 from densityd.sources.base import Source, SourceUnavailable
 from densityd.sources.docker import DockerSource
@@ -138,7 +138,7 @@ def run_daemon(settings: Settings) -> int:
     # Bind first: a port in use should fail at once, before any backend is touched.
     server = WebServer(
         make_app(
-            build_registry(holder), holder, max_age=3 * settings.interval + settings.source_timeout
+            Exposition(holder), holder, max_age=3 * settings.interval + settings.source_timeout
         ),
         host,
         port,

@@ -12,11 +12,13 @@ DESIGN §5. Sample output::
 
 from __future__ import annotations
 
+import gzip
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import ProcessCollector
+from prometheus_client import ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
@@ -235,6 +237,55 @@ class SnapshotCollector:
             if status.last_success_timestamp is not None:
                 last_success.add_metric([status.name], status.last_success_timestamp)
         yield from (up, duration, errors, last_success)
+
+
+def render(snapshot: Snapshot | None, clock: Callable[[], float] = time.time) -> bytes:
+    """The text exposition of one snapshot (densityd's families only; empty ones for None)."""
+    holder = SnapshotHolder()
+    if snapshot is not None:
+        holder.publish(snapshot)
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(SnapshotCollector(holder, clock))
+    return generate_latest(registry)
+
+
+class Exposition:
+    """The ``/metrics`` body, rendered once per snapshot rather than once per scrape.
+
+    Rendering 200 workloads' ~2,000 samples takes tens of milliseconds in client_python; the
+    snapshot only changes once per pass, so the sampler's thread renders (and gzips) it right
+    after publishing, and a scrape costs a memory copy plus the small ``process_*`` families.
+    Gzip members concatenate into one valid gzip stream, so the two parts are compressed apart.
+    """
+
+    def __init__(self, holder: SnapshotHolder, clock: Callable[[], float] = time.time) -> None:
+        self._holder = holder
+        self._clock = clock
+        self._process = CollectorRegistry()
+        ProcessCollector(registry=self._process)
+        self._lock = threading.Lock()
+        self._rendered_for: Snapshot | None = None
+        self._plain = render(None, clock)
+        self._gzipped = gzip.compress(self._plain, compresslevel=5)
+        holder.subscribe(self.refresh)
+
+    def refresh(self, snapshot: Snapshot | None = None) -> None:
+        """Render the latest snapshot unless it is already rendered."""
+        with self._lock:
+            latest = self._holder.latest
+            if latest is None or latest is self._rendered_for:
+                return
+            plain = render(latest, self._clock)
+            self._plain, self._gzipped = plain, gzip.compress(plain, compresslevel=5)
+            self._rendered_for = latest
+
+    def body(self, gzipped: bool = False) -> bytes:
+        """The current exposition text, gzip-compressed if asked."""
+        self.refresh()
+        process = generate_latest(self._process)
+        if gzipped:
+            return self._gzipped + gzip.compress(process, compresslevel=5)
+        return self._plain + process
 
 
 def build_registry(holder: SnapshotHolder) -> CollectorRegistry:

@@ -39,15 +39,22 @@ class SnapshotHolder:
 
     def __init__(self) -> None:
         self._latest: Snapshot | None = None
+        self._listeners: list[Callable[[Snapshot], None]] = []
 
     @property
     def latest(self) -> Snapshot | None:
         """The most recent complete snapshot, or ``None`` before the first pass ends."""
         return self._latest
 
+    def subscribe(self, listener: Callable[[Snapshot], None]) -> None:
+        """Call ``listener`` with each new snapshot, on the publishing thread."""
+        self._listeners.append(listener)
+
     def publish(self, snapshot: Snapshot) -> None:
-        """Swap in a new snapshot (a single reference assignment)."""
+        """Swap in a new snapshot (a single reference assignment), then tell the listeners."""
         self._latest = snapshot
+        for listener in self._listeners:
+            listener(snapshot)
 
 
 @dataclass

@@ -15,10 +15,10 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import make_wsgi_app
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from densityd import __version__
+from densityd.exporter import Exposition
 from densityd.sampler import SnapshotHolder
 
 StartResponse = Callable[..., Any]
@@ -68,14 +68,19 @@ def health(
     return True, "ok"
 
 
-def make_app(registry: CollectorRegistry, holder: SnapshotHolder, max_age: float) -> WSGIApp:
+def make_app(exposition: Exposition, holder: SnapshotHolder, max_age: float) -> WSGIApp:
     """The WSGI application routing densityd's three paths."""
-    metrics_app = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         if path == "/metrics":
-            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+            gzipped = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
+            body = exposition.body(gzipped=gzipped)
+            headers = [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))]
+            if gzipped:
+                headers.append(("Content-Encoding", "gzip"))
+            start_response("200 OK", headers)
+            return [body]
         if path == "/healthz":
             ok, why = health(holder, max_age)
             start_response(

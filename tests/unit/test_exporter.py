@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import shutil
 import subprocess
 from collections.abc import Iterable
@@ -13,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
 from densityd import __version__
-from densityd.exporter import SnapshotCollector, build_registry
+from densityd.exporter import Exposition, SnapshotCollector, build_registry
 from densityd.model import (
     DiskUsage,
     HostSample,
@@ -392,3 +393,41 @@ def test_exposition_has_one_type_line_per_family() -> None:
         "densityd_source_errors_total",
         "densityd_build_info",
     }
+
+
+def test_exposition_is_rendered_when_a_snapshot_is_published() -> None:
+    holder = SnapshotHolder()
+    exposition = Exposition(holder)
+    assert b"densityd_workload_memory_bytes{" not in exposition.body()
+    holder.publish(hostile_snapshot())
+    plain = exposition.body()
+    assert b"densityd_workload_memory_bytes{" in plain
+    # The gzip body is two members (densityd's part, then process_*): one valid stream.
+    unzipped = gzip.decompress(exposition.body(gzipped=True))
+
+    def ours(text: bytes) -> list[bytes]:
+        return [line for line in text.splitlines() if b"densityd_" in line]
+
+    assert ours(unzipped) == ours(plain)
+    assert b"process_cpu_seconds_total" in unzipped
+
+
+def test_exposition_renders_each_snapshot_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import densityd.exporter as exporter
+
+    holder = SnapshotHolder()
+    exposition = Exposition(holder)
+    calls: list[object] = []
+    real_render = exporter.render
+
+    def counting_render(snapshot: object, clock: object = None) -> bytes:
+        calls.append(snapshot)
+        return real_render(snapshot)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(exporter, "render", counting_render)
+    snapshot = hostile_snapshot()
+    holder.publish(snapshot)
+    for _ in range(5):
+        exposition.body()
+        exposition.body(gzipped=True)
+    assert calls == [snapshot]

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from densityd import __version__
-from densityd.exporter import build_registry
+from densityd.exporter import Exposition
 from densityd.model import Snapshot, SourceStatus, WorkloadKind, WorkloadSample
 from densityd.sampler import SnapshotHolder
 from densityd.web import WebServer, WSGIApp, health, make_app
@@ -55,7 +55,7 @@ def holder() -> SnapshotHolder:
 
 @pytest.fixture
 def app(holder: SnapshotHolder) -> WSGIApp:
-    return make_app(build_registry(holder), holder, max_age=60.0)
+    return make_app(Exposition(holder), holder, max_age=60.0)
 
 
 def test_metrics(app: WSGIApp, holder: SnapshotHolder) -> None:
