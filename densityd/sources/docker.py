@@ -104,6 +104,7 @@ class DockerSource:
         self._stats_mode = stats_mode
         self._timeout = timeout
         self._proc_root = Path(proc_root)
+        self._pool_size = api_workers
         self._pool = ThreadPoolExecutor(max_workers=api_workers, thread_name_prefix="docker-stats")
         self._lock = threading.Lock()
         self._connect_lock = threading.Lock()
@@ -113,15 +114,15 @@ class DockerSource:
         self._events_since: int | None = None
         self._sizes: dict[str, int] = {}
         self._sizes_timestamp: float | None = None
+        self.base_url: str = docker_host or str(
+            docker.utils.kwargs_from_env().get("base_url") or "unix:///var/run/docker.sock"
+        )
+        """Where the engine is reached, as configured or from ``DOCKER_HOST``."""
+        self._use_cgroups = stats_mode == "cgroup" or (
+            stats_mode == "auto" and _is_local(self.base_url) and self._cgroups.available()
+        )
 
     # -- connection ---------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        """Where the engine is reached, as configured or from ``DOCKER_HOST``."""
-        if self._docker_host:
-            return self._docker_host
-        return str(docker.utils.kwargs_from_env().get("base_url") or "unix:///var/run/docker.sock")
 
     def _connect(self) -> Any:
         """Return a live API client, creating it (and reading engine facts) if needed."""
@@ -135,7 +136,12 @@ class DockerSource:
         if self._docker_host:
             kwargs["base_url"] = self._docker_host
         try:
-            client = docker.APIClient(version="auto", timeout=self._timeout, **kwargs)
+            client = docker.APIClient(
+                version="auto",
+                timeout=self._timeout,
+                max_pool_size=self._pool_size,  # one connection per worker thread
+                **kwargs,
+            )
             info = client.info()
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             hint = " (is dockerd running?)" if _is_local(self.base_url) else ""
@@ -166,11 +172,7 @@ class DockerSource:
 
     def uses_cgroup_files(self) -> bool:
         """Tell whether usage comes from cgroup files (else from the Engine stats API)."""
-        if self._stats_mode == "api":
-            return False
-        if self._stats_mode == "cgroup":
-            return True
-        return _is_local(self.base_url) and self._cgroups.available()
+        return self._use_cgroups
 
     def probe(self) -> str:
         """Connect and describe the engine and how usage will be read."""
@@ -220,10 +222,11 @@ class DockerSource:
         for gone in set(self._meta) - present:
             del self._meta[gone]
 
+        self._inspect_changed(client, listed, changed)
         running: list[tuple[str, _ContainerMeta]] = []
         stopped: list[WorkloadSample] = []
         for summary in listed:
-            meta = self._metadata(client, summary, force=summary["Id"] in changed)
+            meta = self._meta.get(summary["Id"])
             if meta is None:
                 continue  # removed between the list and the inspect
             if meta.state == "running":
@@ -248,25 +251,44 @@ class DockerSource:
         )
         return {str(event.get("id") or event.get("Actor", {}).get("ID", "")) for event in events}
 
-    def _metadata(
-        self, client: Any, summary: Mapping[str, Any], force: bool
-    ) -> _ContainerMeta | None:
-        container_id = str(summary["Id"])
-        fingerprint = (
+    @staticmethod
+    def _fingerprint(summary: Mapping[str, Any]) -> tuple[str, ...]:
+        """What in a list entry tells that a container changed: names, image, state."""
+        return (
             ",".join(summary.get("Names") or ()),
             str(summary.get("Image", "")),
             str(summary.get("State", "")),
         )
-        cached = self._meta.get(container_id)
-        if cached is not None and cached.fingerprint == fingerprint and not force:
-            return cached
+
+    def _inspect_changed(
+        self, client: Any, listed: list[dict[str, Any]], changed: set[str]
+    ) -> None:
+        """Inspect the containers that are new or changed, in parallel on the worker pool."""
+        stale: list[tuple[str, tuple[str, ...]]] = []
+        for summary in listed:
+            fingerprint = self._fingerprint(summary)
+            cached = self._meta.get(summary["Id"])
+            if cached is None or cached.fingerprint != fingerprint or summary["Id"] in changed:
+                stale.append((str(summary["Id"]), fingerprint))
+        inspections = [
+            (cid, fingerprint, self._pool.submit(self._inspect, client, cid))
+            for cid, fingerprint in stale
+        ]
+        for container_id, fingerprint, future in inspections:
+            inspect = future.result()
+            if inspect is None:
+                self._meta.pop(container_id, None)  # removed between the list and the inspect
+            else:
+                self._meta[container_id] = self._meta_from_inspect(
+                    container_id, fingerprint, inspect
+                )
+
+    @staticmethod
+    def _inspect(client: Any, container_id: str) -> dict[str, Any] | None:
         try:
-            inspect = client.inspect_container(container_id)
+            return client.inspect_container(container_id)  # type: ignore[no-any-return]
         except docker.errors.NotFound:
             return None
-        meta = self._meta_from_inspect(container_id, fingerprint, inspect)
-        self._meta[container_id] = meta
-        return meta
 
     def _meta_from_inspect(
         self, container_id: str, fingerprint: tuple[str, ...], inspect: Mapping[str, Any]
