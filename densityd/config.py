@@ -97,6 +97,10 @@ class Settings(BaseSettings):
         16, ge=1, le=256, description="Threads for Engine stats API calls (fallback path)."
     )
     docker_timeout: float = Field(10.0, gt=0, description="Timeout of one Docker API call.")
+    libvirt: bool = Field(True, description="Sample libvirt VMs when libvirt is reachable.")
+    libvirt_uri: str = Field(
+        "qemu:///system", description="libvirt connection URI (opened read-only)."
+    )
     cgroup_root: Path = Field(
         Path("/sys/fs/cgroup"), description="Where the host's cgroup tree is mounted."
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
@@ -35,6 +36,7 @@ class SourceSet:
 
     sources: list[Source]
     docker: DockerSource | None
+    unavailable: dict[str, str]
 
     def close(self) -> None:
         """Close every source."""
@@ -57,11 +59,24 @@ def build_sources(settings: Settings) -> SourceSet:
         )
         sources.append(docker_source)
 
+    unavailable: dict[str, str] = {}
+    pool_paths: Callable[[], tuple[str, ...]] = tuple
+    if settings.libvirt:
+        try:
+            from densityd.sources.libvirt import LibvirtSource
+        except ImportError as exc:  # libvirt-python missing or built against another libvirt
+            unavailable["libvirt"] = f"libvirt-python cannot be imported ({exc})"
+        else:
+            libvirt_source = LibvirtSource(settings.libvirt_uri)
+            sources.append(libvirt_source)
+            pool_paths = lambda: libvirt_source.pool_paths  # noqa: E731 - read at each pass
+
     def disk_paths() -> list[str | None]:
-        return [docker_source.root_dir if docker_source else None, *settings.host_disk_paths]
+        docker_root = docker_source.root_dir if docker_source else None
+        return [docker_root, *pool_paths(), *settings.host_disk_paths]
 
     sources.append(HostSource(proc_root=settings.proc_root, disk_paths=disk_paths))
-    return SourceSet(sources=sources, docker=docker_source)
+    return SourceSet(sources=sources, docker=docker_source, unavailable=unavailable)
 
 
 def probe(source: Source, timeout: float) -> tuple[bool, str]:
@@ -88,8 +103,11 @@ def log_found_sources(source_set: SourceSet, settings: Settings) -> dict[str, st
     Returns the sources not found, with the reason, so that the sampler starts them as down
     without logging the same outage a second time.
     """
-    if not settings.docker:
-        log.info("source docker: disabled by configuration (--no-docker)")
+    for name, enabled in (("docker", settings.docker), ("libvirt", settings.libvirt)):
+        if not enabled:
+            log.info("source %s: disabled by configuration (--no-%s)", name, name)
+    for name, reason in source_set.unavailable.items():
+        log.warning("source %s: not available: %s", name, reason)
     missing: dict[str, str] = {}
     for source in source_set.sources:
         found, text = probe(source, settings.source_timeout)

@@ -105,6 +105,13 @@ WORKLOAD_METRICS: tuple[WorkloadMetric, ...] = (
         "Container page cache.",
         lambda w: w.memory_cache_bytes,
     ),
+    WorkloadMetric(
+        "densityd_vm_guest_memory_used_bytes",
+        False,
+        "Memory the guest itself uses (available minus usable), where its balloon driver "
+        "reports it.",
+        lambda w: w.guest_memory_used_bytes,
+    ),
 )
 
 HOST_GAUGES = (
@@ -112,6 +119,11 @@ HOST_GAUGES = (
     ("densityd_host_memory_bytes", "Total host memory in bytes."),
     ("densityd_host_memory_available_bytes", "Host memory available for new work (MemAvailable)."),
 )
+KSM_GAUGES = (
+    ("densityd_host_ksm_shared_bytes", "Memory in pages merged by KSM (pages_shared)."),
+    ("densityd_host_ksm_sharing_bytes", "Memory saved by KSM page sharing (pages_sharing)."),
+)
+DEVICE_LABELS = [*IDENTITY_LABELS, "device"]
 
 
 class SnapshotCollector:
@@ -164,7 +176,7 @@ class SnapshotCollector:
         info = GaugeMetricFamily(
             "densityd_workload_info",
             "Workload metadata; value is always 1.",
-            labels=[*IDENTITY_LABELS, "image", "state"],
+            labels=[*IDENTITY_LABELS, "image", "os", "state"],
         )
         families = [
             (
@@ -175,10 +187,25 @@ class SnapshotCollector:
             )
             for spec in WORKLOAD_METRICS
         ]
+        device_bytes = GaugeMetricFamily(
+            "densityd_vm_block_bytes",
+            "Host-side bytes one virtual disk occupies.",
+            labels=DEVICE_LABELS,
+        )
+        device_capacity = GaugeMetricFamily(
+            "densityd_vm_block_capacity_bytes",
+            "Virtual size of one virtual disk.",
+            labels=DEVICE_LABELS,
+        )
         workloads = snapshot.workloads if snapshot is not None else ()
         for workload in workloads:
             identity = [str(workload.kind), workload.id, workload.name]
-            info.add_metric([*identity, workload.image, workload.state], 1)
+            info.add_metric([*identity, workload.image, workload.os, workload.state], 1)
+            for device in workload.block_devices:
+                if device.bytes is not None:
+                    device_bytes.add_metric([*identity, device.name], device.bytes)
+                if device.capacity_bytes is not None:
+                    device_capacity.add_metric([*identity, device.name], device.capacity_bytes)
             for spec, family in families:
                 value = spec.value(workload)
                 if value is not None:
@@ -186,10 +213,13 @@ class SnapshotCollector:
         yield info
         for _spec, family in families:
             yield family
+        yield device_bytes
+        yield device_capacity
 
     @staticmethod
     def _host_families(snapshot: Snapshot | None) -> Iterator[Metric]:
         gauges = [GaugeMetricFamily(name, doc) for name, doc in HOST_GAUGES]
+        ksm_gauges = [GaugeMetricFamily(name, doc) for name, doc in KSM_GAUGES]
         disk_total = GaugeMetricFamily(
             "densityd_host_disk_bytes",
             "Size of the filesystem holding workload data.",
@@ -205,10 +235,16 @@ class SnapshotCollector:
             values = (host.cpu_cores, host.memory_bytes, host.memory_available_bytes)
             for gauge, value in zip(gauges, values, strict=True):
                 gauge.add_metric([], value)
+            for gauge, ksm in zip(
+                ksm_gauges, (host.ksm_shared_bytes, host.ksm_sharing_bytes), strict=True
+            ):
+                if ksm is not None:
+                    gauge.add_metric([], ksm)
             for disk in host.disks:
                 disk_total.add_metric([disk.path], disk.total_bytes)
                 disk_free.add_metric([disk.path], disk.free_bytes)
         yield from gauges
+        yield from ksm_gauges
         yield disk_total
         yield disk_free
 

@@ -19,6 +19,18 @@ class WorkloadKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class BlockDevice:
+    """One virtual disk of a VM: its host-side size, capacity and I/O."""
+
+    name: str
+    path: str
+    bytes: int | None = None
+    capacity_bytes: int | None = None
+    read_bytes: int | None = None
+    written_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class WorkloadSample:
     """One container or VM as seen in one sampling pass.
 
@@ -43,6 +55,9 @@ class WorkloadSample:
     disk_limit_bytes: int | None = None
     disk_read_bytes: int | None = None
     disk_written_bytes: int | None = None
+    guest_memory_used_bytes: int | None = None
+    os: str = ""
+    block_devices: tuple[BlockDevice, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
 
 
@@ -63,6 +78,8 @@ class HostSample:
     memory_bytes: int
     memory_available_bytes: int
     disks: tuple[DiskUsage, ...] = ()
+    ksm_shared_bytes: int | None = None
+    ksm_sharing_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,21 @@ def disk_usage(path: str) -> DiskUsage:
     )
 
 
+def read_ksm(ksm_dir: Path) -> tuple[int | None, int | None]:
+    """Kernel same-page merging: bytes of shared pages, and bytes saved by sharing them.
+
+    ``pages_shared`` counts the merged pages kept; ``pages_sharing`` how many more mappings
+    point at them, i.e. how much memory KSM saves. Both ``None`` without KSM.
+    """
+    try:
+        shared = int((ksm_dir / "pages_shared").read_text())
+        sharing = int((ksm_dir / "pages_sharing").read_text())
+    except (OSError, ValueError):
+        return None, None
+    page = os.sysconf("SC_PAGE_SIZE")
+    return shared * page, sharing * page
+
+
 class HostSource:
     """Samples the host's capacity."""
 
@@ -47,9 +62,11 @@ class HostSource:
         self,
         proc_root: Path | str = "/proc",
         disk_paths: Callable[[], Iterable[str | None]] = tuple,
+        ksm_dir: Path | str = "/sys/kernel/mm/ksm",
     ) -> None:
         self._proc_root = Path(proc_root)
         self._disk_paths = disk_paths
+        self._ksm_dir = Path(ksm_dir)
 
     def probe(self) -> str:
         """Describe the host."""
@@ -66,11 +83,14 @@ class HostSource:
         for path in self._disk_paths():
             if path and path not in disks and os.path.isdir(path):
                 disks[path] = disk_usage(path)
+        ksm_shared, ksm_sharing = read_ksm(self._ksm_dir)
         return HostSample(
             cpu_cores=os.cpu_count() or 1,
             memory_bytes=meminfo["MemTotal"],
             memory_available_bytes=meminfo.get("MemAvailable", meminfo.get("MemFree", 0)),
             disks=tuple(disks.values()),
+            ksm_shared_bytes=ksm_shared,
+            ksm_sharing_bytes=ksm_sharing,
         )
 
     def close(self) -> None:

@@ -31,7 +31,7 @@ VM_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"
 # DESIGN §5: family name (as client_python names it, without _total) -> type, label names.
 WORKLOAD_LABELS = ("id", "kind", "name")
 SCHEMA: dict[str, tuple[str, tuple[str, ...]]] = {
-    "densityd_workload_info": ("gauge", ("id", "image", "kind", "name", "state")),
+    "densityd_workload_info": ("gauge", ("id", "image", "kind", "name", "os", "state")),
     "densityd_workload_cpu_seconds": ("counter", WORKLOAD_LABELS),
     "densityd_workload_cpu_limit_cores": ("gauge", WORKLOAD_LABELS),
     "densityd_workload_memory_bytes": ("gauge", WORKLOAD_LABELS),
@@ -169,10 +169,19 @@ def test_workload_values() -> None:
             "id": CONTAINER_ID,
             "name": "web",
             "image": "tiny:latest",
+            "os": "",
             "state": "running",
             "value": 1,
         },
-        {"kind": "vm", "id": VM_UUID, "name": "db-vm", "image": "", "state": "running", "value": 1},
+        {
+            "kind": "vm",
+            "id": VM_UUID,
+            "name": "db-vm",
+            "image": "",
+            "os": "",
+            "state": "running",
+            "value": 1,
+        },
     ]
 
 

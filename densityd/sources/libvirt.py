@@ -1,0 +1,332 @@
+"""The libvirt source: every VM's CPU, memory and disk, running or not.
+
+The only module that imports ``libvirt``. It keeps one read-only connection
+(``openReadOnly``) with keepalive and a close callback, and per pass makes one bulk
+``getAllDomainStats`` call (state, CPU, balloon, vCPU, block; ``NOWAIT`` so that a domain
+busy in another job, a migration say, does not hold the call). A domain's XML (configured
+memory, vCPUs, disks, libosinfo OS) is read once and again only when the domain appears,
+changes (state, vCPUs, memory, disk count) or a lifecycle event names it.
+
+What ``getAllDomainStats`` returns for a running TCG domain (trimmed)::
+
+    {'state.state': 1, 'cpu.time': 700068000, 'balloon.current': 131072,
+     'balloon.maximum': 131072, 'balloon.rss': 42304, 'vcpu.current': 1,
+     'block.count': 1, 'block.0.name': 'vda', 'block.0.path': '/var/lib/.../vm.raw',
+     'block.0.rd.bytes': 512, 'block.0.wr.bytes': 0, 'block.0.allocation': 0,
+     'block.0.capacity': 67108864, 'block.0.physical': 4096}
+
+Sizes in ``balloon.*`` are KiB; ``balloon.rss`` is the QEMU process's resident set, the VM's
+host-side memory footprint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import libvirt
+
+from densityd.model import BlockDevice, SourceReading, WorkloadKind, WorkloadSample
+from densityd.sources.base import SourceUnavailable
+from densityd.sources.libvirt_xml import DomainConfig, parse_domain_xml, pool_target_path
+
+log = logging.getLogger(__name__)
+
+STATE_NAMES = {
+    0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff",
+    6: "crashed", 7: "pmsuspended",
+}  # fmt: skip
+# States in which the QEMU process exists and holds the guest's memory.
+ACTIVE_STATES = frozenset({1, 2, 3, 4, 7})
+
+_STATS = (
+    libvirt.VIR_DOMAIN_STATS_STATE
+    | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
+    | libvirt.VIR_DOMAIN_STATS_BALLOON
+    | libvirt.VIR_DOMAIN_STATS_VCPU
+    | libvirt.VIR_DOMAIN_STATS_BLOCK
+)
+# NOWAIT (libvirt >= 4.5) skips stats that need a domain job lock held by another job.
+_NOWAIT = getattr(libvirt, "VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT", 0)
+
+_event_loop_lock = threading.Lock()
+_event_loop_started = False
+
+
+def _ignore_libvirt_errors(_context: object, _error: object) -> None:
+    """libvirt prints every error to stderr by default; densityd reports them itself."""
+
+
+def start_event_loop() -> None:
+    """Run libvirt's default event loop on a daemon thread (keepalive and callbacks need it).
+
+    It must be registered before the first connection is opened, and only once a process.
+    """
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.registerErrorHandler(_ignore_libvirt_errors, None)
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _event_loop_started = True
+
+
+def _kib(stats: Mapping[str, Any], key: str) -> int | None:
+    value = stats.get(key)
+    return int(value) * 1024 if isinstance(value, int) else None
+
+
+def block_devices(stats: Mapping[str, Any]) -> tuple[BlockDevice, ...]:
+    """The ``block.N.*`` entries of one domain's stats as devices."""
+    devices = []
+    for index in range(int(stats.get("block.count", 0))):
+        prefix = f"block.{index}."
+        # For a file, "physical" is what it occupies on the host's disk; "allocation" is the
+        # highest written offset, which is 0 for a raw file however much it holds.
+        on_disk = stats.get(prefix + "physical", stats.get(prefix + "allocation"))
+        devices.append(
+            BlockDevice(
+                name=str(stats.get(prefix + "name", index)),
+                path=str(stats.get(prefix + "path", "")),
+                bytes=on_disk,
+                capacity_bytes=stats.get(prefix + "capacity"),
+                read_bytes=stats.get(prefix + "rd.bytes"),
+                written_bytes=stats.get(prefix + "wr.bytes"),
+            )
+        )
+    return tuple(devices)
+
+
+def _sum(values: list[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def guest_memory_used(stats: Mapping[str, Any]) -> int | None:
+    """Guest memory in use as the guest's balloon driver reports it (available - usable)."""
+    available = _kib(stats, "balloon.available")
+    usable = _kib(stats, "balloon.usable")
+    if available is None or usable is None:
+        return None
+    return max(0, available - usable)
+
+
+def vm_sample(
+    uuid: str, config: DomainConfig, stats: Mapping[str, Any], devices: tuple[BlockDevice, ...]
+) -> WorkloadSample:
+    """One VM's sample from its stats, its configuration, and its disks."""
+    state = int(stats.get("state.state", 0))
+    active = state in ACTIVE_STATES
+    cpu_time = stats.get("cpu.time")
+    vcpus = stats.get("vcpu.current", config.vcpus)
+    return WorkloadSample(
+        kind=WorkloadKind.VM,
+        id=uuid,
+        name=config.name,
+        image="",
+        os=config.os,
+        state=STATE_NAMES.get(state, str(state)),
+        running=active,
+        cpu_seconds=cpu_time / 1e9 if active and isinstance(cpu_time, int) else None,
+        cpu_limit_cores=float(vcpus) if vcpus else None,
+        memory_bytes=_kib(stats, "balloon.rss") if active else None,
+        memory_limit_bytes=_kib(stats, "balloon.maximum") or config.memory_bytes,
+        disk_bytes=_sum([d.bytes for d in devices]),
+        disk_limit_bytes=_sum([d.capacity_bytes for d in devices]),
+        disk_read_bytes=_sum([d.read_bytes for d in devices]) if active else None,
+        disk_written_bytes=_sum([d.written_bytes for d in devices]) if active else None,
+        guest_memory_used_bytes=guest_memory_used(stats) if active else None,
+        block_devices=devices,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _DomainMeta:
+    fingerprint: tuple[Any, ...]
+    config: DomainConfig
+
+
+def _is_local(uri: str) -> bool:
+    """Whether the URI names this host's hypervisor (no transport, no remote host)."""
+    scheme, _, rest = uri.partition("://")
+    return "+" not in scheme and not rest.split("/", 1)[0].strip("@")
+
+
+class LibvirtSource:
+    """Samples every domain of one libvirt connection, read-only."""
+
+    name = "libvirt"
+
+    def __init__(
+        self, uri: str = "qemu:///system", keepalive_interval: int = 5, keepalive_count: int = 3
+    ) -> None:
+        self.uri = uri
+        self._keepalive = (keepalive_interval, keepalive_count)
+        self._conn: Any = None
+        self._connect_lock = threading.Lock()
+        self._meta: dict[str, _DomainMeta] = {}
+        self._dirty: set[str] = set()
+        self._dirty_lock = threading.Lock()
+        self._pool_paths: tuple[str, ...] = ()
+
+    # -- connection -------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        with self._connect_lock:
+            if self._conn is not None and self._conn.isAlive():
+                return self._conn
+            self._drop()
+            start_event_loop()
+            try:
+                conn = libvirt.openReadOnly(self.uri)
+            except libvirt.libvirtError as exc:
+                hint = " (is libvirtd running?)" if _is_local(self.uri) else ""
+                raise SourceUnavailable(
+                    f"cannot connect to libvirt at {self.uri}: {exc.get_error_message()}{hint}"
+                ) from exc
+            conn.registerCloseCallback(self._on_close, None)
+            # A driver opened in-process (test:///) has no keepalive; events are only an
+            # optimisation (fingerprints catch changes anyway): neither is worth failing for.
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.setKeepAlive(*self._keepalive)
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.domainEventRegisterAny(
+                    None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
+                )
+            self._meta.clear()
+            self._conn = conn
+            return conn
+
+    def _on_close(self, _conn: Any, reason: int, _opaque: Any) -> None:
+        log.debug("libvirt connection to %s closed (reason %d)", self.uri, reason)
+        self._conn = None  # the next pass reconnects
+
+    def _on_lifecycle(
+        self, _conn: Any, domain: Any, _event: int, _detail: int, _opaque: Any
+    ) -> None:
+        with self._dirty_lock:
+            self._dirty.add(domain.UUIDString())
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(libvirt.libvirtError):  # already broken: nothing to release
+                conn.close()
+
+    def probe(self) -> str:
+        """Connect and describe the hypervisor and its domains."""
+        conn = self._connect()
+        try:
+            version = conn.getLibVersion()
+            hypervisor = conn.getType()
+            domains = conn.listAllDomains()
+        except libvirt.libvirtError as exc:
+            raise SourceUnavailable(f"libvirt at {self.uri}: {exc.get_error_message()}") from exc
+        running = sum(1 for d in domains if d.isActive())
+        major, minor, micro = version // 1_000_000, version // 1000 % 1000, version % 1000
+        return (
+            f"libvirt {major}.{minor}.{micro} at {self.uri} ({hypervisor}, read-only): "
+            f"{len(domains)} domains, {running} running"
+        )
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._connect_lock:
+            self._drop()
+
+    # -- one pass ---------------------------------------------------------------------
+
+    def sample(self) -> SourceReading:
+        """One bulk stats call, metadata for new or changed domains, one sample per domain."""
+        conn = self._connect()
+        try:
+            records = conn.getAllDomainStats(_STATS, _NOWAIT)
+        except libvirt.libvirtError as exc:
+            if not conn.isAlive():
+                self._drop()
+            raise SourceUnavailable(f"libvirt at {self.uri}: {exc.get_error_message()}") from exc
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, set()
+        seen: set[str] = set()
+        samples = []
+        for domain, stats in records:
+            uuid = domain.UUIDString()
+            meta = self._metadata(domain, uuid, stats, force=uuid in dirty)
+            if meta is None:
+                continue  # undefined or destroyed (transient) after the stats call
+            seen.add(uuid)
+            active = int(stats.get("state.state", 0)) in ACTIVE_STATES
+            devices = block_devices(stats) if active else self._inactive_devices(domain, meta)
+            samples.append(vm_sample(uuid, meta.config, stats, devices))
+        for gone in set(self._meta) - seen:
+            del self._meta[gone]
+        self._pool_paths = self._read_pool_paths(conn)
+        return SourceReading(workloads=tuple(samples))
+
+    def _metadata(
+        self, domain: Any, uuid: str, stats: Mapping[str, Any], force: bool
+    ) -> _DomainMeta | None:
+        fingerprint = (
+            domain.name(),
+            stats.get("state.state"),
+            stats.get("vcpu.maximum"),
+            stats.get("balloon.maximum"),
+            stats.get("block.count"),
+        )
+        cached = self._meta.get(uuid)
+        if cached is not None and cached.fingerprint == fingerprint and not force:
+            return cached
+        try:
+            config = parse_domain_xml(domain.XMLDesc(0))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+        meta = _DomainMeta(fingerprint, config)
+        self._meta[uuid] = meta
+        return meta
+
+    @staticmethod
+    def _inactive_devices(domain: Any, meta: _DomainMeta) -> tuple[BlockDevice, ...]:
+        """A shut-off VM's disks: stats has none, but ``blockInfo`` still reads the images."""
+        devices = []
+        for disk in meta.config.disks:
+            try:
+                capacity, allocation, _physical = domain.blockInfo(disk.target)
+            except libvirt.libvirtError:
+                capacity = allocation = None  # an image that is missing or not a plain file
+            devices.append(
+                BlockDevice(
+                    name=disk.target, path=disk.source, bytes=allocation, capacity_bytes=capacity
+                )
+            )
+        return tuple(devices)
+
+    def _read_pool_paths(self, conn: Any) -> tuple[str, ...]:
+        """Target directories of the active storage pools (images live there)."""
+        if not _is_local(self.uri):
+            return ()  # the paths are on another host
+        paths = []
+        try:
+            for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+                path = pool_target_path(pool.XMLDesc(0))
+                if path:
+                    paths.append(path)
+        except libvirt.libvirtError:
+            return self._pool_paths  # keep the last known; the pool list is not essential
+        return tuple(paths)
+
+    @property
+    def pool_paths(self) -> tuple[str, ...]:
+        """Image directories of the active storage pools, as of the last pass."""
+        return self._pool_paths
