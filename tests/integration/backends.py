@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from xml.sax.saxutils import escape as xml_escape
 
 import pytest
 import requests
@@ -149,12 +150,12 @@ def parse_metrics(text: str) -> Series:
     return series
 
 
-def value_of(series: Series, name: str, **labels: str) -> float | None:
-    """The value of the one sample with this name whose labels include ``labels``."""
+def value_of(series: Series, metric: str, /, **labels: str) -> float | None:
+    """The value of the one sample of ``metric`` whose labels include ``labels``."""
     wanted = set(labels.items())
-    found = [v for (n, ls), v in series.items() if n == name and wanted <= ls]
+    found = [v for (n, ls), v in series.items() if n == metric and wanted <= ls]
     if len(found) > 1:
-        raise AssertionError(f"{name}{labels} matches {len(found)} series")
+        raise AssertionError(f"{metric}{labels} matches {len(found)} series")
     return found[0] if found else None
 
 
@@ -215,3 +216,102 @@ def promtool() -> str:
         missing_backend("promtool is not installed (Debian package prometheus)")
     assert path is not None
     return path
+
+
+LIBVIRT_URI = "qemu:///system"
+VM_PREFIX = "densityd-test-"
+
+
+def virsh(*args: str, uri: str = LIBVIRT_URI, check: bool = True, timeout: float = 60) -> str:
+    """Run ``virsh -c URI ...`` and return its output."""
+    result = subprocess.run(
+        ["virsh", "-c", uri, *args], capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise RuntimeError(f"virsh {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def parse_domstats(text: str) -> dict[str, str]:
+    """``virsh domstats`` output of one domain as {key: value}."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep:
+            values[key] = value
+    return values
+
+
+def parse_dominfo(text: str) -> dict[str, str]:
+    """``virsh dominfo`` output as {field: value}."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            values[key.strip()] = value.strip()
+    return values
+
+
+@dataclass
+class VMs:
+    """Defines (and starts) QEMU/TCG test domains with raw disks; removes them afterwards."""
+
+    workdir: Path
+    names: list[str] = field(default_factory=list)
+
+    def define(
+        self,
+        memory_mib: int = 128,
+        vcpus: int = 1,
+        disks_mib: tuple[int, ...] = (64,),
+        written_mib: int = 0,
+        name: str | None = None,
+        os_id: str | None = None,
+        start: bool = True,
+        transient: bool = False,
+    ) -> str:
+        """Define a domain (started unless ``start`` is false); returns its UUID."""
+        name = name or f"{VM_PREFIX}{uuid.uuid4().hex[:8]}"
+        disks = []
+        for index, size in enumerate(disks_mib):
+            image = self.workdir / f"{uuid.uuid4().hex[:8]}-{index}.raw"
+            with image.open("wb") as handle:
+                handle.truncate(size * 1024 * 1024)
+                if written_mib and index == 0:
+                    handle.write(b"\xa5" * written_mib * 1024 * 1024)
+            image.chmod(0o666)
+            disks.append(
+                f"<disk type='file' device='disk'><driver name='qemu' type='raw'/>"
+                f"<source file='{image}'/><target dev='vd{chr(ord('a') + index)}' bus='virtio'/>"
+                "</disk>"
+            )
+        metadata = (
+            "<metadata><libosinfo:libosinfo "
+            "xmlns:libosinfo='http://libosinfo.org/xmlns/libvirt/domain/1.0'>"
+            f"<libosinfo:os id='{os_id}'/></libosinfo:libosinfo></metadata>"
+            if os_id
+            else ""
+        )
+        xml = (
+            f"<domain type='qemu'><name>{xml_escape(name)}</name>{metadata}"
+            f"<memory unit='MiB'>{memory_mib}</memory><vcpu>{vcpus}</vcpu>"
+            "<os><type arch='x86_64' machine='pc'>hvm</type></os>"
+            f"<devices>{''.join(disks)}<memballoon model='virtio'/></devices></domain>"
+        )
+        xml_path = self.workdir / f"{uuid.uuid4().hex[:8]}.xml"
+        xml_path.write_text(xml)
+        self.names.append(name)
+        if transient:
+            virsh("create", str(xml_path))
+        else:
+            virsh("define", str(xml_path))
+            if start:
+                virsh("start", name)
+        return virsh("domuuid", name)
+
+    def remove_all(self) -> None:
+        """Destroy and undefine every domain this fixture made."""
+        for name in self.names:
+            virsh("destroy", name, check=False)
+            virsh("undefine", name, check=False)
+        self.names.clear()

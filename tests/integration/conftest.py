@@ -8,8 +8,10 @@ missing backend into a failure so that CI can never pass by skipping.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,14 +20,17 @@ import pytest
 import requests
 
 from tests.integration.backends import (
+    LIBVIRT_URI,
     TINY_IMAGE,
     Containers,
     Daemon,
     DockerCLI,
+    VMs,
     build_tiny_image,
     docker_binary,
     free_port,
     missing_backend,
+    virsh,
 )
 
 
@@ -96,3 +101,28 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     yield start
     for daemon in daemons:
         daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def libvirt_ready() -> str:
+    """The local libvirtd (qemu:///system) answers; returns its URI."""
+    if shutil.which("virsh") is None:
+        missing_backend("virsh is not installed (Debian package libvirt-clients)")
+    try:
+        virsh("version", timeout=20)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        missing_backend(f"libvirtd does not answer at {LIBVIRT_URI}: {exc}")
+    return LIBVIRT_URI
+
+
+@pytest.fixture
+def vms(libvirt_ready: str) -> Iterator[VMs]:
+    """A per-test VM factory; QEMU runs as libvirt-qemu, so its images' directory is 0755."""
+    workdir = Path(tempfile.mkdtemp(prefix="densityd-vms-", dir="/tmp"))
+    workdir.chmod(0o755)
+    factory = VMs(workdir)
+    try:
+        yield factory
+    finally:
+        factory.remove_all()
+        shutil.rmtree(workdir, ignore_errors=True)
