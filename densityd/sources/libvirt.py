@@ -159,7 +159,8 @@ class _DomainMeta:
 def _is_local(uri: str) -> bool:
     """Whether the URI names this host's hypervisor (no transport, no remote host)."""
     scheme, _, rest = uri.partition("://")
-    return "+" not in scheme and not rest.split("/", 1)[0].strip("@")
+    transport = scheme.partition("+")[2]
+    return transport in ("", "unix") and not rest.split("/", 1)[0].strip("@")
 
 
 class LibvirtSource:
@@ -259,15 +260,18 @@ class LibvirtSource:
             dirty, self._dirty = self._dirty, set()
         seen: set[str] = set()
         samples = []
-        for domain, stats in records:
-            uuid = domain.UUIDString()
-            meta = self._metadata(domain, uuid, stats, force=uuid in dirty)
-            if meta is None:
-                continue  # undefined or destroyed (transient) after the stats call
-            seen.add(uuid)
-            active = int(stats.get("state.state", 0)) in ACTIVE_STATES
-            devices = block_devices(stats) if active else self._inactive_devices(domain, meta)
-            samples.append(vm_sample(uuid, meta.config, stats, devices))
+        try:
+            for domain, stats in records:
+                uuid = domain.UUIDString()
+                meta = self._metadata(domain, uuid, stats, force=uuid in dirty)
+                if meta is None:
+                    continue  # undefined or destroyed (transient) after the stats call
+                seen.add(uuid)
+                samples.append(self._vm(domain, uuid, stats, meta))
+        except BaseException:
+            with self._dirty_lock:  # keep the marks for the next pass to act on
+                self._dirty |= dirty
+            raise
         for gone in set(self._meta) - seen:
             del self._meta[gone]
         self._pool_paths = self._read_pool_paths(conn)
@@ -295,6 +299,17 @@ class LibvirtSource:
         meta = _DomainMeta(fingerprint, config)
         self._meta[uuid] = meta
         return meta
+
+    def _vm(
+        self, domain: Any, uuid: str, stats: Mapping[str, Any], meta: _DomainMeta
+    ) -> WorkloadSample:
+        """One VM's sample; only its configured disks count (a CD-ROM is not its storage)."""
+        if int(stats.get("state.state", 0)) in ACTIVE_STATES:
+            targets = {disk.target for disk in meta.config.disks}
+            devices = tuple(d for d in block_devices(stats) if d.name in targets)
+        else:
+            devices = self._inactive_devices(domain, meta)
+        return vm_sample(uuid, meta.config, stats, devices)
 
     @staticmethod
     def _inactive_devices(domain: Any, meta: _DomainMeta) -> tuple[BlockDevice, ...]:
