@@ -3,9 +3,10 @@
 A pass calls each enabled source on its own worker thread and waits for all of them until the
 deadline. A source that raises, or is still running at the deadline, is reported down (with
 the reason) while the others' readings are published as usual; a call that hangs is never
-started twice, so a frozen backend costs one stuck thread, not one per pass. After repeated
-failures a source is retried with exponential backoff, and its state changes are logged once
-each (down, with why; back up), never once per pass.
+started twice, so a frozen backend costs one stuck thread, not one per pass. A source that
+fails is retried at every pass for the first 30 s of the outage, then with exponential
+backoff, and its state changes are logged once each (down, with why; back up), never once
+per pass.
 """
 
 from __future__ import annotations
