@@ -28,28 +28,36 @@ containers from an earlier ``--keep`` run are removed at the start, so every run
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
-import math
 import os
 import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
+
+from _common import (
+    BenchError,
+    clean_env,
+    cpu_model,
+    free_port,
+    loadavg,
+    percentile,
+    proc_status_bytes,
+    scrape,
+    sigterm_as_interrupt,
+    stop_child,
+)
 
 from densityd import __version__ as densityd_version
 from densityd.sources.docker import DockerSource
@@ -64,10 +72,6 @@ TARGET_RATIO_AT_50 = 20.0
 TARGET_FLAT_GROWTH = 1.25  # per-container cost at the largest N vs the smallest, at most
 TARGET_SCRAPE_P99_MS = 20.0
 TARGET_RSS_BYTES = 60 * 10**6  # "60 MB", read strictly as 10^6 bytes
-
-
-class BenchError(Exception):
-    """The benchmark cannot go on, or what it measured is not what it meant to measure."""
 
 
 # -- Docker through its command-line client --------------------------------------------------
@@ -178,13 +182,6 @@ def grow_to(docker: DockerCli, image: str, count: int) -> float:
 
 
 # -- measurements ------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile (p99 of 200 values is the 198th smallest)."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(len(ordered) * pct / 100))
-    return ordered[rank - 1]
 
 
 @dataclass
@@ -358,42 +355,11 @@ class DaemonResult:
         return {**asdict(self), "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "max_ms": self.max_ms}
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def scrape(port: int) -> tuple[float, bytes]:
-    """GET /metrics over a fresh connection (no keep-alive); (seconds, body)."""
-    start = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", "/metrics", headers={"Connection": "close"})
-        response = conn.getresponse()
-        body = response.read()
-    finally:
-        conn.close()
-    elapsed = time.perf_counter() - start
-    if response.status != 200:
-        raise BenchError(f"/metrics answered {response.status}")
-    return elapsed, body
-
-
 _MEMORY_LINE = re.compile(r'^densityd_workload_memory_bytes\{[^}]*\bname="([^"]*)"', re.MULTILINE)
 _DISK_SCAN_DONE = re.compile(r"^densityd_docker_disk_usage_age_seconds ", re.MULTILINE)
 _DOCKER_DURATION = re.compile(
     r'^densityd_source_duration_seconds\{source="docker"\} (\S+)$', re.MULTILINE
 )
-
-
-def proc_status_bytes(pid: int, key: str) -> int:
-    """A ``kB`` field of ``/proc/PID/status`` (VmRSS, VmHWM) in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    raise BenchError(f"no {key} in /proc/{pid}/status")
 
 
 def bench_daemon(names: set[str], scrapes: int, interval: float, log_path: Path) -> DaemonResult:
@@ -402,7 +368,7 @@ def bench_daemon(names: set[str], scrapes: int, interval: float, log_path: Path)
     flags = ["--listen-address", f"127.0.0.1:{port}", "--interval", f"{interval:g}"]
     command = [sys.executable, "-m", "densityd", "run", *flags]
     # Only the flags above configure it: no DENSITYD_* variable leaks in from this shell.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DENSITYD_")}
+    env = clean_env()
     with log_path.open("wb") as log:
         daemon = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
@@ -439,18 +405,6 @@ def bench_daemon(names: set[str], scrapes: int, interval: float, log_path: Path)
         exit_code=exit_code,
         stop_s=stop_s,
     )
-
-
-def stop_child(child: subprocess.Popen[bytes]) -> None:
-    """Make sure our own daemon is gone (after a failure or Ctrl-C): SIGTERM, then SIGKILL."""
-    if child.poll() is not None:
-        return
-    child.send_signal(signal.SIGTERM)
-    try:
-        child.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
 
 
 def wait_until_listed(
@@ -490,14 +444,9 @@ def wait_until_listed(
 def machine(docker: DockerCli) -> dict[str, Any]:
     """What the numbers were measured on."""
     info = docker.info()
-    cpu_model = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu_model = line.split(":", 1)[1].strip()
-            break
     return {
         "cpus": os.cpu_count(),
-        "cpu_model": cpu_model,
+        "cpu_model": cpu_model(),
         "kernel": platform.release(),
         "docker": info.get("ServerVersion"),
         "storage_driver": info.get("Driver"),
@@ -505,7 +454,7 @@ def machine(docker: DockerCli) -> dict[str, Any]:
         "cgroup_driver": info.get("CgroupDriver"),
         "python": platform.python_version(),
         "densityd": densityd_version,
-        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+        "loadavg_at_start": loadavg(),
     }
 
 
@@ -664,20 +613,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Let SIGTERM unwind like Ctrl-C, so that the containers are still cleaned up."""
-
-    def interrupt(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run(args: argparse.Namespace, docker: DockerCli) -> dict[str, Any]:
     """Grow the container set through every count, measuring at each; the JSON document."""
     started = datetime.now(UTC)
@@ -742,7 +677,7 @@ def run(args: argparse.Namespace, docker: DockerCli) -> dict[str, Any]:
         "fit": {"fixed_ms": fit[0], "marginal_us": fit[1]} if fit else None,
         "daemon": daemon.summary() if daemon else None,
         "targets": targets(results, daemon),
-        "loadavg_at_end": Path("/proc/loadavg").read_text().split()[:3],
+        "loadavg_at_end": loadavg(),
     }
 
 

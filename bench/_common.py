@@ -1,0 +1,109 @@
+"""Helpers shared by the benchmarks in ``bench/``: scraping, percentiles, processes, signals.
+
+Not a benchmark itself. The scripts import it as ``_common`` (Python puts a script's own
+directory first on ``sys.path``), so run them as ``python bench/<script>.py``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import math
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on, or what it measured is not what it meant to measure."""
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (p99 of 200 values is the 198th smallest)."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(len(ordered) * pct / 100))
+    return ordered[rank - 1]
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape(port: int, timeout: float = 10.0, path: str = "/metrics") -> tuple[float, bytes]:
+    """GET ``path`` over a fresh connection (no keep-alive, no gzip); (seconds, body).
+
+    Raises ``OSError`` (``TimeoutError`` past ``timeout`` seconds of silence) when the server
+    does not answer, and ``BenchError`` when it answers with anything but 200.
+    """
+    start = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Connection": "close"})
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    elapsed = time.perf_counter() - start
+    if response.status != 200:
+        raise BenchError(f"{path} answered {response.status}")
+    return elapsed, body
+
+
+def proc_status_bytes(pid: int, key: str) -> int:
+    """A ``kB`` field of ``/proc/PID/status`` (VmRSS, VmHWM) in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise BenchError(f"no {key} in /proc/{pid}/status")
+
+
+def stop_child(child: subprocess.Popen[bytes]) -> None:
+    """Make sure our own daemon is gone (after a failure or Ctrl-C): SIGTERM, then SIGKILL."""
+    if child.poll() is not None:
+        return
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Let SIGTERM unwind like Ctrl-C, so that whatever the benchmark made is cleaned up."""
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` ("" when it names none)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def loadavg() -> list[str]:
+    """The 1, 5 and 15 minute load averages, as ``/proc/loadavg`` prints them."""
+    return Path("/proc/loadavg").read_text().split()[:3]
+
+
+def clean_env(prefix: str = "DENSITYD_") -> dict[str, str]:
+    """This process's environment without the variables that would configure densityd."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefix)}
