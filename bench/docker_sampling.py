@@ -362,10 +362,12 @@ _DOCKER_DURATION = re.compile(
 )
 
 
-def bench_daemon(names: set[str], scrapes: int, interval: float, log_path: Path) -> DaemonResult:
+def bench_daemon(
+    names: set[str], scrapes: int, interval: float, log_path: Path, extra: Sequence[str] = ()
+) -> DaemonResult:
     """Start the daemon, wait until /metrics lists every bench container, scrape, measure, stop."""
     port = free_port()
-    flags = ["--listen-address", f"127.0.0.1:{port}", "--interval", f"{interval:g}"]
+    flags = ["--listen-address", f"127.0.0.1:{port}", "--interval", f"{interval:g}", *extra]
     command = [sys.executable, "-m", "densityd", "run", *flags]
     # Only the flags above configure it: no DENSITYD_* variable leaks in from this shell.
     env = clean_env()
@@ -609,6 +611,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image", default="tiny:latest", help="image to run (tiny:latest)")
     parser.add_argument("--keep", action="store_true", help="leave the bench containers running")
     parser.add_argument("--no-daemon", action="store_true", help="skip the daemon measurements")
+    parser.add_argument(
+        "--daemon-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="extra flag for the daemon, repeatable (e.g. --daemon-arg=--no-libvirt)",
+    )
     parser.add_argument("--json", metavar="FILE", type=Path, help="also write the results here")
     return parser
 
@@ -657,7 +666,9 @@ def run(args: argparse.Namespace, docker: DockerCli) -> dict[str, Any]:
             time.sleep(2)  # let the engine settle after docker stats
             print(f"starting the daemon with {len(largest)} bench containers")
             try:
-                daemon = bench_daemon(largest, args.scrapes, args.interval, log_path)
+                daemon = bench_daemon(
+                    largest, args.scrapes, args.interval, log_path, args.daemon_arg
+                )
             except BenchError:
                 tail = log_path.read_text(errors="replace").splitlines()[-20:]
                 print("daemon log (last lines):\n  " + "\n  ".join(tail), file=sys.stderr)
