@@ -243,7 +243,33 @@ class SnapshotCollector:
             for disk in host.disks:
                 disk_total.add_metric([disk.path], disk.total_bytes)
                 disk_free.add_metric([disk.path], disk.free_bytes)
+        cpu_info = GaugeMetricFamily(
+            "densityd_host_cpu_info",
+            "The host's CPU model and topology as libvirt reports it; value is always 1.",
+            labels=[
+                "model",
+                "mhz",
+                "numa_nodes",
+                "sockets_per_node",
+                "cores_per_socket",
+                "threads_per_core",
+            ],
+        )
+        node = snapshot.node if snapshot is not None else None
+        if node is not None:
+            cpu_info.add_metric(
+                [
+                    node.cpu_model,
+                    str(node.mhz),
+                    str(node.numa_nodes),
+                    str(node.sockets_per_node),
+                    str(node.cores_per_socket),
+                    str(node.threads_per_core),
+                ],
+                1,
+            )
         yield from gauges
+        yield cpu_info
         yield from ksm_gauges
         yield disk_total
         yield disk_free

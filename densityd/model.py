@@ -83,11 +83,25 @@ class HostSample:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """The host's CPU topology as the hypervisor reports it (libvirt's node info)."""
+
+    cpu_model: str
+    cpus: int
+    mhz: int
+    numa_nodes: int
+    sockets_per_node: int
+    cores_per_socket: int
+    threads_per_core: int
+
+
+@dataclass(frozen=True, slots=True)
 class SourceReading:
     """What one source returned from one pass."""
 
     workloads: tuple[WorkloadSample, ...] = ()
     host: HostSample | None = None
+    node: NodeInfo | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +123,7 @@ class Snapshot:
     timestamp: float
     workloads: tuple[WorkloadSample, ...] = ()
     host: HostSample | None = None
+    node: NodeInfo | None = None
     sources: tuple[SourceStatus, ...] = ()
     disk_usage_timestamp: float | None = None
     pass_duration_seconds: float = 0.0

@@ -20,7 +20,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from densityd.model import HostSample, Snapshot, SourceReading, SourceStatus, WorkloadSample
+from densityd.model import (
+    HostSample,
+    NodeInfo,
+    Snapshot,
+    SourceReading,
+    SourceStatus,
+    WorkloadSample,
+)
 from densityd.sources.base import Source
 
 log = logging.getLogger(__name__)
@@ -262,17 +269,20 @@ class Sampler:
             futures = [(s, s.start()) for s in self._sources]
             workloads: list[WorkloadSample] = []
             host: HostSample | None = None
+            node: NodeInfo | None = None
             for guarded, future in futures:
                 outcome: _Outcome[SourceReading] = guarded.finish(future, deadline)
                 if outcome.value is None:
                     continue
                 workloads.extend(outcome.value.workloads)
                 host = outcome.value.host or host
+                node = outcome.value.node or node
             workloads.sort(key=lambda w: (w.kind, w.name, w.id))
             snapshot = Snapshot(
                 timestamp=timestamp,
                 workloads=tuple(workloads),
                 host=host,
+                node=node,
                 sources=self._statuses(),
                 disk_usage_timestamp=self._disk_usage_timestamp(),
                 pass_duration_seconds=time.monotonic() - started,

@@ -30,7 +30,7 @@ from typing import Any
 
 import libvirt
 
-from densityd.model import BlockDevice, SourceReading, WorkloadKind, WorkloadSample
+from densityd.model import BlockDevice, NodeInfo, SourceReading, WorkloadKind, WorkloadSample
 from densityd.sources.base import SourceUnavailable
 from densityd.sources.libvirt_xml import DomainConfig, parse_domain_xml, pool_target_path
 
@@ -150,6 +150,23 @@ def vm_sample(
     )
 
 
+def node_info(conn: Any) -> NodeInfo | None:
+    """The host's CPU model and topology from libvirt's ``getInfo`` (read once a connection)."""
+    try:
+        model, _memory_mib, cpus, mhz, nodes, sockets, cores, threads = conn.getInfo()
+    except libvirt.libvirtError:
+        return None
+    return NodeInfo(
+        cpu_model=str(model),
+        cpus=int(cpus),
+        mhz=int(mhz),
+        numa_nodes=int(nodes),
+        sockets_per_node=int(sockets),
+        cores_per_socket=int(cores),
+        threads_per_core=int(threads),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _DomainMeta:
     fingerprint: tuple[Any, ...]
@@ -179,6 +196,7 @@ class LibvirtSource:
         self._dirty: set[str] = set()
         self._dirty_lock = threading.Lock()
         self._pool_paths: tuple[str, ...] = ()
+        self._node: NodeInfo | None = None
 
     # -- connection -------------------------------------------------------------------
 
@@ -205,6 +223,7 @@ class LibvirtSource:
                     None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
                 )
             self._meta.clear()
+            self._node = node_info(conn)
             self._conn = conn
             return conn
 
@@ -275,7 +294,7 @@ class LibvirtSource:
         for gone in set(self._meta) - seen:
             del self._meta[gone]
         self._pool_paths = self._read_pool_paths(conn)
-        return SourceReading(workloads=tuple(samples))
+        return SourceReading(workloads=tuple(samples), node=self._node)
 
     def _metadata(
         self, domain: Any, uuid: str, stats: Mapping[str, Any], force: bool

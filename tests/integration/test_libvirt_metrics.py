@@ -8,6 +8,7 @@ right after a scrape; the tolerances are stated where they are used.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -187,3 +188,37 @@ def test_sample_lists_vms_beside_containers(vms: VMs, libvirt_ready: str) -> Non
     assert mine["memory_limit_bytes"] == 160 * MiB and mine["cpu_limit_cores"] == 2
     assert "source libvirt: found libvirt" in result.stderr
     assert {s["name"] for s in document["sources"]} >= {"docker", "libvirt", "host"}
+
+
+def test_storage_pool_directory_and_cpu_info_on_the_host(daemon: Daemon, vms: VMs) -> None:
+    """An active dir pool's target gets densityd_host_disk_*; libvirt's node info is exported."""
+    pool = f"densityd-test-pool-{vms.workdir.name[-8:]}"
+    target = vms.workdir / "pool"
+    target.mkdir()
+    virsh("pool-define-as", pool, "dir", "--target", str(target))
+    try:
+        virsh("pool-start", pool)
+        series = daemon.wait_for(
+            lambda s: value_of(s, "densityd_host_disk_bytes", path=str(target)) is not None,
+            what="the pool directory's filesystem",
+        )
+        stat = os.statvfs(target)
+        assert value_of(series, "densityd_host_disk_bytes", path=str(target)) == (
+            stat.f_blocks * stat.f_frsize
+        )
+        # Free space moves with everything else writing to /tmp: within 64 MiB.
+        free = value_of(series, "densityd_host_disk_free_bytes", path=str(target))
+        assert free is not None and abs(free - stat.f_bavail * stat.f_frsize) <= 64 * MiB
+        info = parse_dominfo(virsh("nodeinfo"))
+        assert (
+            value_of(
+                series,
+                "densityd_host_cpu_info",
+                model=info["CPU model"],
+                mhz=info["CPU frequency"].split()[0],
+            )
+            == 1
+        )
+    finally:
+        virsh("pool-destroy", pool, check=False)
+        virsh("pool-undefine", pool, check=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from densityd.model import DiskUsage, SourceReading
-from densityd.sources.host import HostSource, disk_usage, parse_meminfo
+from densityd.sources.host import HostSource, disk_usage, parse_meminfo, read_ksm
 
 PROC = Path(__file__).resolve().parent.parent / "fixtures" / "proc"
 
@@ -96,3 +96,24 @@ def test_disk_usage(tmp_path: Path) -> None:
     assert usage.total_bytes > 0
     with pytest.raises(OSError):
         disk_usage(str(tmp_path / "missing"))
+
+
+def test_read_ksm_counts_pages_in_bytes(tmp_path: Path) -> None:
+    (tmp_path / "pages_shared").write_text("3\n")
+    (tmp_path / "pages_sharing").write_text("11\n")
+    page = os.sysconf("SC_PAGE_SIZE")
+    assert read_ksm(tmp_path) == (3 * page, 11 * page)
+
+
+def test_read_ksm_without_ksm_is_unknown(tmp_path: Path) -> None:
+    assert read_ksm(tmp_path / "absent") == (None, None)
+
+
+def test_host_source_reports_ksm(tmp_path: Path) -> None:
+    ksm = tmp_path / "ksm"
+    ksm.mkdir()
+    (ksm / "pages_shared").write_text("2\n")
+    (ksm / "pages_sharing").write_text("5\n")
+    host = HostSource(proc_root=PROC, ksm_dir=ksm).sample().host
+    assert host is not None
+    assert host.ksm_sharing_bytes == 5 * os.sysconf("SC_PAGE_SIZE")

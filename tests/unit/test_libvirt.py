@@ -820,3 +820,16 @@ print(len(calls), sum(t.name == "libvirt-events" for t in threading.enumerate())
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.split() == ["1", "1"]
+
+
+def test_node_info_matches_the_drivers_get_info(source: LibvirtSource, admin: Any) -> None:
+    model, _memory, cpus, mhz, nodes, sockets, cores, threads = admin.getInfo()
+    reading = source.sample()
+    assert reading.node is not None
+    assert (reading.node.cpu_model, reading.node.cpus, reading.node.mhz) == (model, cpus, mhz)
+    assert (
+        reading.node.numa_nodes,
+        reading.node.sockets_per_node,
+        reading.node.cores_per_socket,
+        reading.node.threads_per_core,
+    ) == (nodes, sockets, cores, threads)
