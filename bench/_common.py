@@ -15,8 +15,10 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 
 class BenchError(Exception):
@@ -28,6 +30,33 @@ def percentile(values: Sequence[float], pct: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(len(ordered) * pct / 100))
     return ordered[rank - 1]
+
+
+class LatencySummary:
+    """Mixin for a dataclass with ``latencies_ms``: its percentiles and a JSON summary."""
+
+    latencies_ms: list[float]
+
+    @property
+    def p50_ms(self) -> float:
+        return percentile(self.latencies_ms, 50)
+
+    @property
+    def p99_ms(self) -> float:
+        return percentile(self.latencies_ms, 99)
+
+    @property
+    def max_ms(self) -> float:
+        return max(self.latencies_ms)
+
+    def summary(self) -> dict[str, Any]:
+        """The raw numbers plus the percentiles, for ``--json``."""
+        return {
+            **asdict(self),  # type: ignore[call-overload]
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "max_ms": self.max_ms,
+        }
 
 
 def free_port() -> int:

@@ -48,11 +48,11 @@ from typing import Any
 
 from _common import (
     BenchError,
+    LatencySummary,
     clean_env,
     cpu_model,
     free_port,
     loadavg,
-    percentile,
     proc_status_bytes,
     scrape,
     sigterm_as_interrupt,
@@ -322,7 +322,7 @@ def time_docker_stats(docker: DockerCli, names: Sequence[str], repeat: int) -> l
 
 
 @dataclass
-class DaemonResult:
+class DaemonResult(LatencySummary):
     """The running daemon: /metrics latency, response size, RSS, and how it stopped."""
 
     n: int
@@ -337,22 +337,6 @@ class DaemonResult:
     hwm_bytes: int
     exit_code: int | None
     stop_s: float
-
-    @property
-    def p50_ms(self) -> float:
-        return percentile(self.latencies_ms, 50)
-
-    @property
-    def p99_ms(self) -> float:
-        return percentile(self.latencies_ms, 99)
-
-    @property
-    def max_ms(self) -> float:
-        return max(self.latencies_ms)
-
-    def summary(self) -> dict[str, Any]:
-        """The raw numbers plus the percentiles, for ``--json``."""
-        return {**asdict(self), "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "max_ms": self.max_ms}
 
 
 _MEMORY_LINE = re.compile(r'^densityd_workload_memory_bytes\{[^}]*\bname="([^"]*)"', re.MULTILINE)

@@ -74,6 +74,7 @@ from typing import Any
 import libvirt
 from _common import (
     BenchError,
+    LatencySummary,
     clean_env,
     cpu_model,
     free_port,
@@ -545,7 +546,7 @@ def libvirt_exporter(log_dir: Path, executable: str, uri: str) -> Exporter:
 
 
 @dataclass
-class ScrapeSeries:
+class ScrapeSeries(LatencySummary):
     """``--scrapes`` scrapes of one exporter: latencies, last response, RSS afterwards."""
 
     name: str
@@ -555,22 +556,6 @@ class ScrapeSeries:
     response_bytes: int
     samples: int
     memory: Memory
-
-    @property
-    def p50_ms(self) -> float:
-        return percentile(self.latencies_ms, 50)
-
-    @property
-    def p99_ms(self) -> float:
-        return percentile(self.latencies_ms, 99)
-
-    @property
-    def max_ms(self) -> float:
-        return max(self.latencies_ms)
-
-    def summary(self) -> dict[str, Any]:
-        """The raw numbers plus the percentiles, for ``--json``."""
-        return {**asdict(self), "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "max_ms": self.max_ms}
 
 
 def scrape_alternately(
