@@ -348,11 +348,3 @@ class Exposition:
         if gzipped:
             return self._gzipped + gzip.compress(process, compresslevel=5)
         return self._plain + process
-
-
-def build_registry(holder: SnapshotHolder) -> CollectorRegistry:
-    """A private registry: densityd's collector and the standard ``process_*`` metrics."""
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(SnapshotCollector(holder))
-    ProcessCollector(registry=registry)
-    return registry

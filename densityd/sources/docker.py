@@ -99,7 +99,6 @@ class DockerSource:
         timeout: float = 10.0,
         proc_root: Path | str = "/proc",
     ) -> None:
-        self._docker_host = docker_host
         self._cgroups = CgroupReader(cgroup_root)
         self._stats_mode = stats_mode
         self._timeout = timeout
@@ -133,8 +132,7 @@ class DockerSource:
 
     def _new_client(self) -> Any:
         kwargs: dict[str, Any] = docker.utils.kwargs_from_env()
-        if self._docker_host:
-            kwargs["base_url"] = self._docker_host
+        kwargs["base_url"] = self.base_url
         try:
             client = docker.APIClient(
                 version="auto",

@@ -335,3 +335,21 @@ def assert_served_while_down(daemon: Daemon, source: str) -> None:
         slowest = max(slowest, time.monotonic() - started)
     # A correctness bound, not a benchmark: a scrape must never wait for the backend.
     assert slowest < 0.5
+
+
+def assert_back_within_two_intervals(
+    daemon: Daemon, source: str, workload_id: str, back_at: float, interval: float
+) -> None:
+    """After the backend answers again (at monotonic ``back_at``), the source and workload are
+    back within two intervals, and the recovery is logged."""
+    daemon.wait_for(
+        lambda s: (
+            value_of(s, "densityd_source_up", source=source) == 1
+            and value_of(s, "densityd_workload_memory_bytes", id=workload_id) is not None
+        ),
+        timeout=15,
+        what=f"{source} back with {workload_id}",
+    )
+    # Two intervals, plus the 0.2 s polling step of wait_for.
+    assert time.monotonic() - back_at <= 2 * interval + 0.3
+    assert f"source {source} is back up" in daemon.log()

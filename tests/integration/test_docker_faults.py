@@ -23,6 +23,7 @@ from tests.integration.backends import (
     TINY_IMAGE,
     Containers,
     DockerCLI,
+    assert_back_within_two_intervals,
     assert_served_while_down,
     build_tiny_image,
     missing_backend,
@@ -138,18 +139,7 @@ def test_dockerd_restart_mid_run(start_daemon, private_dockerd: PrivateDockerd) 
     assert value_of(series, "densityd_source_up", source="host") == 1
 
     private_dockerd.start()
-    back_at = time.monotonic()
-    daemon.wait_for(
-        lambda s: (
-            value_of(s, "densityd_source_up", source="docker") == 1
-            and value_of(s, "densityd_workload_memory_bytes", id=container) is not None
-        ),
-        timeout=15,
-        what="docker back with the live-restored container",
-    )
-    # Two intervals, plus the 0.2 s polling step of wait_for.
-    assert time.monotonic() - back_at <= 2 * interval + 0.3
-    assert "source docker is back up" in daemon.log()
+    assert_back_within_two_intervals(daemon, "docker", container, time.monotonic(), interval)
 
 
 def _racing_client(source: DockerSource, on_list: Any) -> None:

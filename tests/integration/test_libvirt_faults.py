@@ -23,6 +23,7 @@ from densityd.sources.libvirt import LibvirtSource
 from tests.integration.backends import (
     LIBVIRT_URI,
     VMs,
+    assert_back_within_two_intervals,
     assert_served_while_down,
     missing_backend,
     value_of,
@@ -120,18 +121,7 @@ def test_libvirtd_restarted_mid_run(start_daemon, vms: VMs, libvirtd: Libvirtd) 
         what="libvirt reported down",
     )
     libvirtd.start()
-    back_at = time.monotonic()
-    daemon.wait_for(
-        lambda s: (
-            value_of(s, "densityd_source_up", source="libvirt") == 1
-            and value_of(s, "densityd_workload_memory_bytes", id=uuid) is not None
-        ),
-        timeout=15,
-        what="the VM after the restart",
-    )
-    # Two intervals, plus the 0.2 s polling step of wait_for.
-    assert time.monotonic() - back_at <= 2 * interval + 0.3
-    assert "source libvirt is back up" in daemon.log()
+    assert_back_within_two_intervals(daemon, "libvirt", uuid, time.monotonic(), interval)
 
 
 def test_frozen_libvirtd_hits_the_deadline_and_recovers(  # type: ignore[no-untyped-def]

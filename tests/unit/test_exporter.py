@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
 from densityd import __version__
-from densityd.exporter import Exposition, SnapshotCollector, build_registry
+from densityd.exporter import Exposition, SnapshotCollector
 from densityd.model import (
     DiskUsage,
     HostSample,
@@ -284,7 +284,7 @@ def test_describe_yields_the_same_families_as_collect() -> None:
 def test_registry_accepts_the_collector_and_process_metrics() -> None:
     holder = SnapshotHolder()
     holder.publish(snapshot(container()))
-    text = generate_latest(build_registry(holder)).decode()
+    text = Exposition(holder).body().decode()
     assert "densityd_workload_memory_bytes{" in text
     assert "process_resident_memory_bytes " in text
 
@@ -377,7 +377,7 @@ def test_promtool_accepts_hostile_names() -> None:
 def test_promtool_accepts_the_full_registry() -> None:
     holder = SnapshotHolder()
     holder.publish(snapshot(container(), vm()))
-    result = promtool_check(generate_latest(build_registry(holder)).decode())
+    result = promtool_check(Exposition(holder).body().decode())
     assert (result.returncode, result.stdout.strip(), result.stderr.strip()) == (0, "", "")
 
 
