@@ -1,0 +1,1 @@
+"""The capacity planner: pure functions from measured workloads to slots left (DESIGN §6)."""
