@@ -30,6 +30,7 @@ from densityd.daemon import (
 )
 from densityd.model import Snapshot, WorkloadSample
 from densityd.sampler import SnapshotHolder
+from densityd.units import human_bytes
 
 SAMPLE_SCHEMA = "densityd.sample/v1"
 
@@ -185,17 +186,6 @@ def sample_document(snapshot: Snapshot, cpu_percent: dict[str, float]) -> dict[s
         "sources": [asdict(s) for s in snapshot.sources],
         "workloads": workloads,
     }
-
-
-def human_bytes(value: float | None) -> str:
-    """``1536`` -> ``1.5KiB``; ``None`` -> ``-``."""
-    if value is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def _row(workload: WorkloadSample, cpu_percent: dict[str, float]) -> list[str]:
