@@ -63,16 +63,25 @@ class WorkloadSample:
 
 @dataclass(frozen=True, slots=True)
 class DiskUsage:
-    """Size and free space of the filesystem holding one path."""
+    """Size and free space of the filesystem holding one path.
+
+    ``device`` (``st_dev``) tells whether two paths share one filesystem, and so one free
+    space.
+    """
 
     path: str
     total_bytes: int
     free_bytes: int
+    device: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class HostSample:
-    """The host's capacity and what is still available."""
+    """The host's capacity and what is still available.
+
+    ``container_shim_rss_bytes`` holds the resident set of each containerd shim process seen
+    (one per running container): what a container costs beyond its own processes.
+    """
 
     cpu_cores: int
     memory_bytes: int
@@ -80,6 +89,7 @@ class HostSample:
     disks: tuple[DiskUsage, ...] = ()
     ksm_shared_bytes: int | None = None
     ksm_sharing_bytes: int | None = None
+    container_shim_rss_bytes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,39 @@ def disk_usage(path: str) -> DiskUsage:
         path=path,
         total_bytes=stat.f_blocks * stat.f_frsize,
         free_bytes=stat.f_bavail * stat.f_frsize,
+        device=os.stat(path).st_dev,
     )
+
+
+SHIM_COMMAND_PREFIX = "containerd-shim"
+
+
+def read_shim_rss(proc_root: Path) -> tuple[int, ...]:
+    """Resident set in bytes of each containerd shim process under ``proc_root``.
+
+    One shim runs per container (``containerd-shim-runc-v2``, or ``containerd-shim`` for the
+    v1 runtime); its RSS is a container's fixed cost beyond its own processes. Processes that
+    exit while being read are skipped.
+    """
+    sizes: list[int] = []
+    try:
+        entries = list(os.scandir(proc_root))
+    except OSError:
+        return ()
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            # comm is truncated to 15 characters: "containerd-shim" exactly fits.
+            if not (proc_root / entry.name / "comm").read_text().startswith(SHIM_COMMAND_PREFIX):
+                continue
+            status = (proc_root / entry.name / "status").read_text()
+        except OSError:
+            continue
+        rss = [line for line in status.splitlines() if line.startswith("VmRSS:")]
+        if rss:
+            sizes.extend(parse_meminfo(rss[0]).values())
+    return tuple(sizes)
 
 
 def read_ksm(ksm_dir: Path) -> tuple[int | None, int | None]:
@@ -91,6 +123,7 @@ class HostSource:
             disks=tuple(disks.values()),
             ksm_shared_bytes=ksm_shared,
             ksm_sharing_bytes=ksm_sharing,
+            container_shim_rss_bytes=read_shim_rss(self._proc_root),
         )
 
     def close(self) -> None:

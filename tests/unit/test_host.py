@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from densityd.model import DiskUsage, SourceReading
-from densityd.sources.host import HostSource, disk_usage, parse_meminfo, read_ksm
+from densityd.sources.host import HostSource, disk_usage, parse_meminfo, read_ksm, read_shim_rss
 
 PROC = Path(__file__).resolve().parent.parent / "fixtures" / "proc"
 
@@ -117,3 +117,32 @@ def test_host_source_reports_ksm(tmp_path: Path) -> None:
     host = HostSource(proc_root=PROC, ksm_dir=ksm).sample().host
     assert host is not None
     assert host.ksm_sharing_bytes == 5 * os.sysconf("SC_PAGE_SIZE")
+
+
+def _process(proc: Path, pid: int, comm: str, rss_kb: int | None) -> None:
+    (proc / str(pid)).mkdir(parents=True)
+    (proc / str(pid) / "comm").write_text(comm + "\n")
+    status = f"Name:\t{comm}\nState:\tS (sleeping)\nPid:\t{pid}\n"
+    if rss_kb is not None:
+        status += f"VmRSS:\t   {rss_kb} kB\nRssAnon:\t    4096 kB\n"
+    (proc / str(pid) / "status").write_text(status)
+
+
+def test_read_shim_rss_finds_v1_and_v2_shims_only(tmp_path: Path) -> None:
+    _process(tmp_path, 10, "containerd-shim", 13120)
+    _process(tmp_path, 11, "containerd-shim", 12800)  # runc-v2 shims' comm is truncated too
+    _process(tmp_path, 12, "containerd", 40000)
+    _process(tmp_path, 13, "dockerd", 90000)
+    _process(tmp_path, 14, "containerd-shim", None)  # a zombie has no VmRSS
+    (tmp_path / "self").mkdir()
+    (tmp_path / "meminfo").write_text("MemTotal: 1 kB\n")
+    assert sorted(read_shim_rss(tmp_path)) == [12800 * 1024, 13120 * 1024]
+
+
+def test_read_shim_rss_without_proc_is_empty(tmp_path: Path) -> None:
+    assert read_shim_rss(tmp_path / "missing") == ()
+
+
+def test_disk_usage_device_tells_filesystems_apart(tmp_path: Path) -> None:
+    assert disk_usage(str(tmp_path)).device == os.stat(tmp_path).st_dev
+    assert disk_usage("/proc").device != disk_usage(str(tmp_path)).device
