@@ -74,6 +74,11 @@ class Profile:
     (it was taken from an existing VM); otherwise asking about it as a VM adds the guest-OS
     baseline. ``origin`` says where the shape came from, for the report
     (``"given"``, ``"like web-1"``, ``"median container"``, ``"default"``).
+
+    ``image`` names the image, so a host that already holds it (``HostCapacity.
+    image_bytes_present``) is not charged for it again. ``memory_includes_overhead`` is set
+    when ``demand.memory`` was measured as a QEMU resident set, which already holds QEMU's
+    own overhead (a shape taken from an existing VM): the demand view does not add it again.
     """
 
     name: str
@@ -85,6 +90,8 @@ class Profile:
     includes_guest_os: bool = False
     vcpus: int | None = None
     disk_is_overlay: bool = False
+    image: str = ""
+    memory_includes_overhead: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +102,9 @@ class WorkloadDemand:
     counts it at its demand and says so). ``demand`` is measured: CPU as the chosen
     percentile of the rate, memory as the window maximum plus the buffer, disk as current plus
     the growth over the window. ``memory_bytes`` is the current host-side footprint (working
-    set or QEMU RSS), ``guest_memory_bytes`` a VM's configured RAM.
+    set or QEMU RSS), ``guest_memory_bytes`` a VM's configured RAM, ``disk_bytes`` the current
+    disk footprint (``demand.disk`` less the growth). A footprint left ``None`` explains none
+    of the host's measured use: it stays in system usage, which only makes a plan stricter.
     """
 
     kind: WorkloadKind
@@ -112,6 +121,7 @@ class WorkloadDemand:
     vcpus: int | None = None
     disk_is_overlay: bool = False
     history_seconds: float = 0.0
+    disk_bytes: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +194,8 @@ class PlanSettings:
     qemu_ram_divisor: float = 512.0
     qemu_per_vcpu_bytes: float = 8 * MIB
     guest_os: str = "debian"
+    qemu_calibrated: bool = False
+    min_trend_seconds: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +211,13 @@ class PlanInputs:
 
 @dataclass(frozen=True, slots=True)
 class ResourceAnswer:
-    """One resource's side of an answer."""
+    """One resource's side of an answer.
+
+    ``used`` is everything counted against ``usable``: the workloads (and, in the allocation
+    view, their per-kind overhead) plus ``system``, the host use no workload explains (demand
+    view only). ``free`` is ``max(0, usable - used)``; ``fits`` how many more fit on this
+    resource alone (``None``: it does not bound).
+    """
 
     resource: Resource
     total: float

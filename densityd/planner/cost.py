@@ -1,0 +1,217 @@
+"""What one more workload costs, per kind: the profile plus the kind's overhead (DESIGN §6).
+
+A container pays its profile and a containerd shim. A VM pays its guest RAM, QEMU's own
+overhead around it, its own disk image and, when an app's shape is asked about as a VM, the
+guest OS it now needs. An image (or a shared backing file) is paid once per host, not per
+workload: ``plan`` charges it, not the per-slot cost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Sequence
+
+from densityd.model import WorkloadKind
+from densityd.planner.demand import whole_vcpus
+from densityd.planner.model import (
+    GIB,
+    MIB,
+    GuestOS,
+    PlanSettings,
+    Profile,
+    Resources,
+    View,
+    WorkloadDemand,
+)
+from densityd.units import human_bytes
+
+# RAM and disk a guest OS takes before the app starts: the published minimums for a server
+# install without a desktop. Alpine's wiki asks for 128 MB RAM (about 1 GiB of disk for a
+# "sys" install with room for packages); Debian 12's installation guide (§3.4) recommends
+# 512 MB RAM and 2 GB of disk without a desktop; Ubuntu Server asks for 1 GB RAM and a few GB
+# of disk; RHEL 9 documents 1.5 GiB RAM and 10 GiB of disk; Windows Server 2022 needs 2 GB RAM
+# with the Desktop Experience and 32 GB of disk. "none" is for a guest that is the app itself
+# (a unikernel) or a profile whose numbers already hold the OS.
+GUEST_OS_BASELINES: dict[str, GuestOS] = {
+    guest.name: guest
+    for guest in (
+        GuestOS("alpine", memory=128 * MIB, disk=1 * GIB),
+        GuestOS("debian", memory=512 * MIB, disk=2 * GIB),
+        GuestOS("ubuntu", memory=1 * GIB, disk=4 * GIB),
+        GuestOS("rhel", memory=1536 * MIB, disk=10 * GIB),
+        GuestOS("windows", memory=2 * GIB, disk=32 * GIB),
+        GuestOS("none", memory=0.0, disk=0.0),
+    )
+}
+
+
+def guest_os_baseline(name: str) -> GuestOS:
+    """The baseline of one guest OS by name; ``ValueError`` naming the known ones otherwise."""
+    try:
+        return GUEST_OS_BASELINES[name]
+    except KeyError:
+        known = ", ".join(sorted(GUEST_OS_BASELINES))
+        raise ValueError(f"unknown guest OS {name!r}: known are {known}") from None
+
+
+def qemu_overhead(guest_ram: float, vcpus: int, settings: PlanSettings) -> float:
+    """QEMU's own memory around a guest: base + RAM / divisor + per-vCPU bytes * vCPUs.
+
+    oVirt's published model (64 MiB + RAM/512 + 8 MiB per vCPU) by default; ``calibrate_qemu``
+    replaces the base term with what running VMs measure.
+    """
+    return (
+        settings.qemu_base_bytes
+        + guest_ram / settings.qemu_ram_divisor
+        + settings.qemu_per_vcpu_bytes * vcpus
+    )
+
+
+def profile_vcpus(profile: Profile) -> int:
+    """A profile's vCPUs as a VM: the given count, else its allocation cores rounded up; ≥ 1."""
+    if profile.vcpus is not None:
+        return max(1, profile.vcpus)
+    return whole_vcpus(profile.allocation.cpu) or 1
+
+
+def existing_overhead(workload: WorkloadDemand, settings: PlanSettings) -> float:
+    """The memory an existing workload costs beyond its allocation, in the allocation view.
+
+    A container's shim; a VM's QEMU overhead on top of its configured guest RAM. A VM whose
+    guest RAM is unknown is counted at its measured QEMU resident set, which already holds
+    the overhead, so nothing is added.
+    """
+    if workload.kind is WorkloadKind.CONTAINER:
+        return settings.container_shim_bytes
+    guest_ram = workload.guest_memory_bytes
+    if guest_ram is None:
+        guest_ram = workload.memory_limit
+    if guest_ram is None:
+        return 0.0
+    return qemu_overhead(guest_ram, _workload_vcpus(workload), settings)
+
+
+def calibrate_qemu(
+    workloads: Sequence[WorkloadDemand], settings: PlanSettings
+) -> tuple[PlanSettings, str]:
+    """Fit QEMU's base overhead to the running VMs, and say what was done.
+
+    Only a VM whose QEMU resident set is at least its guest RAM has touched all its RAM; for
+    those, overhead = RSS - guest RAM. The fixed base term is replaced by the median of what
+    each such VM implies for it (its overhead less the RAM and vCPU terms), so the model
+    matches their median; a negative fit is floored at 0. Without such a VM the settings come
+    back unchanged: a guest that never touched its RAM says nothing about QEMU's overhead.
+    """
+    measured = [
+        w
+        for w in workloads
+        if w.kind is WorkloadKind.VM
+        and w.running
+        and w.memory_bytes is not None
+        and w.guest_memory_bytes is not None
+        and w.guest_memory_bytes > 0
+    ]
+    if not measured:
+        return settings, "QEMU overhead not calibrated: no running VM to measure"
+    faulted = [w for w in measured if _rss(w) >= _guest_ram(w)]
+    if not faulted:
+        return settings, "QEMU overhead not calibrated: no VM has touched all its RAM"
+    overheads = [_rss(w) - _guest_ram(w) for w in faulted]
+    bases = [
+        overhead
+        - _guest_ram(w) / settings.qemu_ram_divisor
+        - settings.qemu_per_vcpu_bytes * _workload_vcpus(w)
+        for w, overhead in zip(faulted, overheads, strict=True)
+    ]
+    base = max(0.0, statistics.median(bases))
+    calibrated = dataclasses.replace(settings, qemu_base_bytes=base, qemu_calibrated=True)
+    count = len(faulted)
+    message = (
+        f"QEMU overhead calibrated from {count} VM{'s' if count != 1 else ''} that touched all "
+        f"their RAM: median measured {human_bytes(statistics.median(overheads))}, base term "
+        f"{human_bytes(settings.qemu_base_bytes)} -> {human_bytes(base)}"
+    )
+    return calibrated, message
+
+
+def workload_cost(
+    profile: Profile, kind: WorkloadKind, view: View, settings: PlanSettings
+) -> tuple[Resources, dict[str, float], tuple[str, ...]]:
+    """The cost of one more workload of ``profile`` as ``kind`` in ``view``.
+
+    Returns the per-slot cost, the overhead it includes by item (a container: ``shim``; a VM:
+    ``qemu``, ``guest_os_memory``, ``guest_os_disk``), and notes explaining them. The image is
+    a one-time cost per host and is left to ``plan``.
+    """
+    base = profile.demand if view is View.DEMAND else profile.allocation
+    if kind is WorkloadKind.CONTAINER:
+        shim = settings.container_shim_bytes
+        how = "measured" if settings.shim_measured else "assumed"
+        cost = Resources(cpu=base.cpu, memory=base.memory + shim, disk=base.disk)
+        return cost, {"shim": float(shim)}, (f"container shim: {human_bytes(shim)} each ({how})",)
+    return _vm_cost(profile, view, settings)
+
+
+def _vm_cost(
+    profile: Profile, view: View, settings: PlanSettings
+) -> tuple[Resources, dict[str, float], tuple[str, ...]]:
+    """``workload_cost`` for a VM."""
+    notes: list[str] = []
+    guest = GuestOS("none", memory=0.0, disk=0.0)
+    if not profile.includes_guest_os:
+        guest = guest_os_baseline(settings.guest_os)
+        notes.append(
+            f"guest OS {guest.name} added (the profile has none): {human_bytes(guest.memory)} "
+            f"RAM, {human_bytes(guest.disk)} disk"
+        )
+    vcpus = profile_vcpus(profile)
+    # The RAM/512 term is about the configured guest RAM (page tables, dirty bitmaps), so
+    # both views size it from the allocation.
+    guest_ram = profile.allocation.memory + guest.memory
+    qemu = qemu_overhead(guest_ram, vcpus, settings)
+    model = "calibrated" if settings.qemu_calibrated else "oVirt's model"
+    if view is View.DEMAND and profile.memory_includes_overhead:
+        qemu = 0.0
+        notes.append("QEMU overhead: already in the profile's measured resident set")
+    else:
+        notes.append(
+            f"QEMU overhead: {human_bytes(qemu)} = {human_bytes(settings.qemu_base_bytes)} + "
+            f"RAM/{settings.qemu_ram_divisor:g} + {human_bytes(settings.qemu_per_vcpu_bytes)}"
+            f" x {vcpus} vCPU ({model})"
+        )
+    if view is View.DEMAND:
+        cpu, memory, disk = profile.demand.cpu, profile.demand.memory, profile.demand.disk
+    else:
+        cpu, memory = float(vcpus), profile.allocation.memory
+        # A copy-on-write overlay holds only what the guest wrote; the shared backing file is
+        # the profile's image, paid once per host.
+        disk = profile.demand.disk if profile.disk_is_overlay else profile.allocation.disk
+    if profile.disk_is_overlay:
+        notes.append("disk: copy-on-write overlay, counted at what it holds")
+    cost = Resources(cpu=cpu, memory=memory + guest.memory + qemu, disk=disk + guest.disk)
+    overhead = {
+        "qemu": float(qemu),
+        "guest_os_memory": float(guest.memory),
+        "guest_os_disk": float(guest.disk),
+    }
+    return cost, overhead, tuple(notes)
+
+
+def _workload_vcpus(workload: WorkloadDemand) -> int:
+    """An existing VM's vCPUs: as reported, else its CPU limit rounded up; at least 1."""
+    if workload.vcpus is not None:
+        return max(1, workload.vcpus)
+    return whole_vcpus(workload.cpu_limit) or 1
+
+
+def _rss(workload: WorkloadDemand) -> float:
+    """A measured VM's QEMU resident set (callers checked it is known)."""
+    assert workload.memory_bytes is not None
+    return workload.memory_bytes
+
+
+def _guest_ram(workload: WorkloadDemand) -> float:
+    """A measured VM's configured RAM (callers checked it is known)."""
+    assert workload.guest_memory_bytes is not None
+    return workload.guest_memory_bytes

@@ -1,0 +1,300 @@
+"""How many more of one shape fit, per kind and view, and which resource binds (DESIGN §6).
+
+Per resource: ``usable = (total - reserved) * ratio * target_fill``, ``used`` = the workloads
+in the view plus (demand view) the host use no workload explains, ``free = usable - used``,
+and ``fits = floor(free / cost)``. Overcommit ratios apply to the allocation view only: the
+demand view compares measured use with physical capacity, since 4 cores cannot deliver 16
+cores of measured use.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+from densityd.model import WorkloadKind
+from densityd.planner.cost import existing_overhead, workload_cost
+from densityd.planner.demand import allocation_of
+from densityd.planner.model import (
+    RESOURCES,
+    Answer,
+    HostCapacity,
+    PlanInputs,
+    PlanSettings,
+    Profile,
+    Resource,
+    ResourceAnswer,
+    Resources,
+    View,
+)
+from densityd.planner.trend import time_to_full
+from densityd.units import human_bytes, human_duration
+
+# A quotient a hair below an integer (2.9999999999999996) is an exact fit lost to rounding;
+# the check after it keeps the count honest.
+_EPSILON = 1e-9
+# Past 2**52 consecutive counts are no longer distinct floats: that many slots is unbounded.
+_MAX_COUNT = float(2**52)
+
+_KIND_WORDS = {WorkloadKind.CONTAINER: ("container", "containers"), WorkloadKind.VM: ("VM", "VMs")}
+
+
+def usable(host: HostCapacity, view: View, settings: PlanSettings) -> Resources:
+    """``(total - reserved) * ratio * target_fill`` per resource; ratio 1 in the demand view."""
+    ratio = settings.ratio if view is View.ALLOCATION else Resources(1.0, 1.0, 1.0)
+
+    def one(resource: Resource) -> float:
+        left = max(0.0, host.total.get(resource) - settings.reserved.get(resource))
+        return left * ratio.get(resource) * settings.target_fill
+
+    return Resources(cpu=one(Resource.CPU), memory=one(Resource.MEMORY), disk=one(Resource.DISK))
+
+
+def fit_count(free: float, cost: float, once: float = 0.0) -> int | None:
+    """The most ``n`` with ``once + n * cost <= free`` as computed in floats.
+
+    ``once`` is paid before the first (an image). ``None`` when ``cost`` is 0 and ``once``
+    fits: this resource does not bound. The result never overpromises, and ``n + 1`` does
+    not fit.
+    """
+    if once > free:
+        return 0
+    if cost <= 0:
+        return None
+    quotient = (free - once) / cost
+    if quotient >= _MAX_COUNT:
+        return None
+    count = max(0, math.floor(quotient + _EPSILON * max(1.0, quotient)))
+    while count > 0 and once + count * cost > free:
+        count -= 1
+    while once + (count + 1) * cost <= free:
+        count += 1
+    return count
+
+
+def answer(
+    inputs: PlanInputs, profile: Profile, kind: WorkloadKind, view: View, settings: PlanSettings
+) -> Answer:
+    """How many more of ``profile`` fit as ``kind`` in ``view``, with every number behind it."""
+    host = inputs.host
+    room = usable(host, view, settings)
+    if view is View.ALLOCATION:
+        taken, system, notes = _allocation_used(inputs, settings)
+    else:
+        taken, system, notes = _demand_used(inputs, settings)
+    cost, overhead, cost_notes = workload_cost(profile, kind, view, settings)
+    notes.extend(cost_notes)
+    image = _image_once(profile, host)
+    overhead["image"] = image
+    if profile.image_bytes > 0:
+        notes.append(
+            f"image {profile.image or profile.name}: {human_bytes(profile.image_bytes)} counted "
+            "once per host"
+            if image > 0
+            else f"image {profile.image or profile.name}: already on the host, not counted"
+        )
+    used = Resources(
+        cpu=taken.cpu + system.cpu,
+        memory=taken.memory + system.memory,
+        disk=taken.disk + system.disk,
+    )
+    free = Resources(
+        cpu=max(0.0, room.cpu - used.cpu),
+        memory=max(0.0, room.memory - used.memory),
+        disk=max(0.0, room.disk - used.disk),
+    )
+    full: dict[Resource, float | None] = dict.fromkeys(RESOURCES)
+    if view is View.DEMAND:
+        full = time_to_full(inputs.trend, free, settings.min_trend_seconds)
+        notes.extend(_trend_notes(inputs, full, settings))
+    resources = tuple(
+        ResourceAnswer(
+            resource=r,
+            total=host.total.get(r),
+            usable=room.get(r),
+            used=used.get(r),
+            system=system.get(r),
+            free=free.get(r),
+            cost=cost.get(r),
+            fits=fit_count(free.get(r), cost.get(r), image if r is Resource.DISK else 0.0),
+            time_to_full_seconds=full[r],
+        )
+        for r in RESOURCES
+    )
+    bounded = [ra for ra in resources if ra.fits is not None]
+    # min() keeps the first of equals: ties go to the earlier resource in RESOURCES.
+    binding = min(bounded, key=lambda ra: ra.fits or 0, default=None)
+    fulls = [seconds for seconds in full.values() if seconds is not None]
+    return Answer(
+        kind=kind,
+        profile=profile.name,
+        view=view,
+        remaining=None if binding is None else binding.fits,
+        bound=None if binding is None else binding.resource,
+        cost=cost,
+        resources=resources,
+        overhead=overhead,
+        time_to_full_seconds=min(fulls, default=None),
+        notes=tuple(notes),
+    )
+
+
+def answers(
+    inputs: PlanInputs,
+    profile: Profile,
+    kinds: Sequence[WorkloadKind],
+    views: Sequence[View],
+    settings: PlanSettings,
+) -> list[Answer]:
+    """``answer`` for every kind and view, kinds outermost."""
+    return [answer(inputs, profile, kind, view, settings) for kind in kinds for view in views]
+
+
+def headline(answers: Sequence[Answer]) -> Answer:
+    """The stricter answer: the fewest slots left (unbounded counts as the most); first on ties."""
+    if not answers:
+        raise ValueError("headline of no answers")
+    return min(answers, key=lambda a: (a.remaining is None, a.remaining or 0))
+
+
+def compare_ratio(container: Answer, vm: Answer) -> float | None:
+    """Container slots per VM slot; ``None`` when either is unbounded or no VM fits."""
+    if container.remaining is None or vm.remaining is None or vm.remaining == 0:
+        return None
+    return container.remaining / vm.remaining
+
+
+def _allocation_used(
+    inputs: PlanInputs, settings: PlanSettings
+) -> tuple[Resources, Resources, list[str]]:
+    """What the workloads were promised, with their per-kind overhead; no system usage.
+
+    Stopped workloads count: their resources are promised and come back when they start.
+    """
+    cpu = memory = disk = 0.0
+    fallbacks: Counter[tuple[WorkloadKind, Resource]] = Counter()
+    for workload in inputs.workloads:
+        allocation, missing = allocation_of(workload)
+        fallbacks.update((workload.kind, r) for r in missing)
+        cpu += allocation.cpu
+        memory += allocation.memory + existing_overhead(workload, settings)
+        disk += allocation.disk
+    notes = [
+        f"{count} {_kind_word(kind, count)} without a {resource.value} limit counted at "
+        f"{_its(count)} demand"
+        for (kind, resource), count in sorted(fallbacks.items(), key=_kind_resource_order)
+    ]
+    for kind, count in _stopped(inputs).items():
+        notes.append(
+            f"{count} stopped {_kind_word(kind, count)} counted: "
+            f"{_its(count)} resources are promised"
+        )
+    return Resources(cpu=cpu, memory=memory, disk=disk), Resources(), notes
+
+
+def _demand_used(
+    inputs: PlanInputs, settings: PlanSettings
+) -> tuple[Resources, Resources, list[str]]:
+    """What the workloads measurably take, and the host use none of them explains.
+
+    Stopped workloads take no CPU or memory but keep their disk. System usage is the host's
+    measured use less the workloads' current footprints, except on a declared capacity (a
+    slice, a quota), where only the workloads and the reserve count.
+    """
+    running = [w for w in inputs.workloads if w.running]
+    taken = Resources(
+        cpu=sum(w.demand.cpu for w in running),
+        memory=sum(w.demand.memory for w in running),
+        disk=sum(w.demand.disk for w in inputs.workloads),
+    )
+    footprint = Resources(
+        cpu=taken.cpu,
+        memory=sum(w.memory_bytes or 0.0 for w in running),
+        disk=sum(w.disk_bytes or 0.0 for w in inputs.workloads),
+    )
+    host = inputs.host
+
+    def system(resource: Resource) -> float:
+        if resource in host.declared:
+            return 0.0
+        return max(0.0, host.used.get(resource) - footprint.get(resource))
+
+    notes: list[str] = []
+    if any(settings.ratio.get(r) != 1.0 for r in RESOURCES):
+        notes.append(
+            "overcommit ratios apply to the allocation view only: measured demand is compared "
+            "with physical capacity"
+        )
+    for resource in sorted(host.declared, key=RESOURCES.index):
+        notes.append(
+            f"{resource.value} capacity declared: no system usage, only workloads and the reserve"
+        )
+    for kind, count in _stopped(inputs).items():
+        notes.append(
+            f"{count} stopped {_kind_word(kind, count)}: only {_its(count)} disk counts, "
+            "not CPU or memory"
+        )
+    fresh = sum(1 for w in running if w.history_seconds <= 0)
+    if fresh:
+        notes.append(
+            f"{fresh} running workload{'s' if fresh != 1 else ''} measured from the latest "
+            "sample only (no history)"
+        )
+    if running and 0 < inputs.history_seconds < settings.window_seconds:
+        notes.append(
+            f"history covers {human_duration(inputs.history_seconds)} of the "
+            f"{human_duration(settings.window_seconds)} window"
+        )
+    return (
+        taken,
+        Resources(
+            cpu=system(Resource.CPU), memory=system(Resource.MEMORY), disk=system(Resource.DISK)
+        ),
+        notes,
+    )
+
+
+def _image_once(profile: Profile, host: HostCapacity) -> float:
+    """The image bytes the first new workload pulls; 0 when the image is already there."""
+    if profile.image_present or (profile.image and profile.image in host.image_bytes_present):
+        return 0.0
+    return profile.image_bytes
+
+
+def _trend_notes(
+    inputs: PlanInputs, full: dict[Resource, float | None], settings: PlanSettings
+) -> list[str]:
+    """Why there is no time to full, when there is none."""
+    if any(seconds is not None for seconds in full.values()):
+        return []
+    times = [point.timestamp for point in inputs.trend]
+    if len(times) < 2 or max(times) - min(times) < settings.min_trend_seconds:
+        return [
+            "no time to full: the trend needs 2 points over at least "
+            f"{human_duration(settings.min_trend_seconds)}"
+        ]
+    return ["no time to full: demand is flat or falling"]
+
+
+def _stopped(inputs: PlanInputs) -> dict[WorkloadKind, int]:
+    """How many workloads of each kind are not running."""
+    counts = Counter(w.kind for w in inputs.workloads if not w.running)
+    return {kind: counts[kind] for kind in WorkloadKind if counts[kind]}
+
+
+def _kind_resource_order(item: tuple[tuple[WorkloadKind, Resource], int]) -> tuple[int, int]:
+    """Sort key: containers before VMs, resources in ``RESOURCES`` order."""
+    (kind, resource), _ = item
+    return list(WorkloadKind).index(kind), RESOURCES.index(resource)
+
+
+def _kind_word(kind: WorkloadKind, count: int) -> str:
+    """``container``/``containers``, ``VM``/``VMs``."""
+    singular, plural = _KIND_WORDS[kind]
+    return singular if count == 1 else plural
+
+
+def _its(count: int) -> str:
+    """``its`` for one, ``their`` for several."""
+    return "its" if count == 1 else "their"

@@ -1,0 +1,506 @@
+"""The plan as a JSON document for scripts and as a table for people.
+
+``densityd plan -o json`` prints the document, the daemon serves it at ``/api/v1/plan``, and
+``densityd plan`` prints ``plan_table`` of the same document, so all three agree. The
+document (``densityd.plan/v1``) is the contract for scripts::
+
+    {
+      "schema": "densityd.plan/v1",
+      "generated_at": 1764590400.0,                  # Unix seconds
+      "host": {...},                                 # passed through as given: name,
+                                                     # capacity, declared, history_seconds,
+                                                     # workloads {container: n, vm: n}, ...
+      "answers": [
+        {
+          "kind": "container",                       # or "vm"
+          "profile": "median-container",
+          "profile_origin": "median container",      # null when not known
+          "view": "demand",                          # or "allocation"
+          "headline": true,                          # the stricter view of kind + profile
+          "remaining": 12,                           # null: unbounded
+          "bound": "memory",                         # null: nothing binds
+          "cost":  {"cpu": 0.5, "memory_bytes": 629145600, "disk_bytes": 0},
+          "total": {...}, "usable": {...}, "used": {...}, "system": {...}, "free": {...},
+          "fits":  {"cpu": 47, "memory_bytes": 12, "disk_bytes": null},
+          "overhead": {"shim": 13631488},            # bytes per item, included in cost
+          "time_to_full_seconds": 792000.0,          # null: no growth trend
+          "notes": ["..."]
+        }
+      ],
+      "comparison": {"profile": "...", "container_remaining": 40, "vm_remaining": 6,
+                     "ratio": 6.7, ...} | null,      # passed through as given
+      "assumptions": {...}                           # settings_assumptions() and more
+    }
+
+Per-resource objects always have the keys ``cpu`` (cores, a number), ``memory_bytes`` and
+``disk_bytes`` (whole bytes); a value is null where the planner gave none (or it was not
+finite). ``fits`` is how many more fit on that resource alone, null where it does not bound.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import fields
+from datetime import UTC, datetime
+from typing import Any
+
+from tabulate import tabulate
+
+from densityd.planner.model import (
+    MIB,
+    RESOURCES,
+    Answer,
+    PlanSettings,
+    Resource,
+    Resources,
+)
+from densityd.units import human_bytes, human_duration
+
+PLAN_SCHEMA = "densityd.plan/v1"
+
+WIDTH = 100
+# The multiplication sign ("6.7 times"), as an escape so no one mistakes it for an x.
+TIMES = "\u00d7"
+
+# The document's key for each resource: the unit is in the name where it has one.
+RESOURCE_KEYS: dict[Resource, str] = {
+    Resource.CPU: "cpu",
+    Resource.MEMORY: "memory_bytes",
+    Resource.DISK: "disk_bytes",
+}
+
+# The table's words for the overhead items the planner itemises (unknown ones print as is).
+OVERHEAD_LABELS: dict[str, str] = {
+    "shim": "containerd shim",
+    "qemu": "QEMU",
+    "guest_os_memory": "guest OS RAM",
+    "guest_os_disk": "guest OS disk",
+    "image": "image",
+}
+
+# The PlanSettings fields summed up in "qemu_overhead" rather than listed one by one.
+_QEMU_FIELDS = frozenset({"qemu_base_bytes", "qemu_ram_divisor", "qemu_per_vcpu_bytes"})
+
+_KIND_WORDS = {"container": "containers", "vm": "VMs"}
+
+_ROWS: tuple[tuple[str, str], ...] = (
+    ("total", "TOTAL"),
+    ("usable", "USABLE"),
+    ("used", "USED (SYSTEM)"),
+    ("free", "FREE"),
+    ("cost", "COST"),
+    ("fits", "FITS"),
+)
+
+
+def plan_document(
+    *,
+    host: Mapping[str, Any],
+    answers: Sequence[Answer],
+    assumptions: Mapping[str, Any],
+    comparison: Mapping[str, Any] | None = None,
+    generated_at: float,
+    origins: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The ``densityd.plan/v1`` document (layout in the module docstring); ``json.dumps``-able.
+
+    ``origins`` maps a profile name to where its shape came from (``Profile.origin``), for
+    ``profile_origin``; ``host``, ``assumptions`` and ``comparison`` are passed through.
+    """
+    headlines = _headline_indexes(answers)
+    return {
+        "schema": PLAN_SCHEMA,
+        "generated_at": generated_at,
+        "host": dict(host),
+        "answers": [
+            _answer_document(answer, index in headlines, (origins or {}).get(answer.profile))
+            for index, answer in enumerate(answers)
+        ],
+        "comparison": None if comparison is None else dict(comparison),
+        "assumptions": dict(assumptions),
+    }
+
+
+def settings_assumptions(settings: PlanSettings) -> dict[str, Any]:
+    """Every assumption in ``settings``, in plain units, for the document and the table.
+
+    Resources become ``{"cpu", "memory_bytes", "disk_bytes"}`` (ratios, being unitless,
+    ``{"cpu", "memory", "disk"}``), sizes whole bytes, and QEMU's overhead model one line
+    (``"64 MiB + RAM/512 + 8 MiB per vCPU"``). A field added to ``PlanSettings`` later shows up
+    under its own name.
+    """
+    result: dict[str, Any] = {}
+    for item in fields(settings):
+        if item.name in _QEMU_FIELDS:
+            result.setdefault("qemu_overhead", _qemu_formula(settings))
+            continue
+        value = getattr(settings, item.name)
+        if item.name == "ratio" and isinstance(value, Resources):
+            result[item.name] = {r.value: value.get(r) for r in RESOURCES}
+        elif isinstance(value, Resources):
+            result[item.name] = _resources_document(value)
+        elif item.name.endswith("_bytes") and isinstance(value, float):
+            result[item.name] = _whole(value)
+        else:
+            result[item.name] = value
+    return result
+
+
+def plan_table(document: Mapping[str, Any]) -> str:
+    """The document as text for an operator, at most about 100 columns wide.
+
+    The host, then one block per kind and profile (the headline sentence, a table of every
+    view by resource with the binding resource marked ``*``, the overhead), the containers
+    versus VMs comparison, every assumption and every note.
+    """
+    lines: list[str] = []
+    lines.extend(_host_lines(document.get("host") or {}, document.get("generated_at")))
+    answers: list[Mapping[str, Any]] = list(document.get("answers") or [])
+    for group in _groups(answers):
+        lines.append("")
+        lines.extend(_block_lines(group))
+    comparison = document.get("comparison")
+    assumptions: Mapping[str, Any] = document.get("assumptions") or {}
+    if comparison:
+        lines.append("")
+        lines.extend(_comparison_lines(comparison, answers, assumptions))
+    lines.append("")
+    lines.append("Assumptions:")
+    for key, value in assumptions.items():
+        lines.extend(_assumption_lines(key, value))
+    notes = _unique(note for answer in answers for note in answer.get("notes") or [])
+    if notes:
+        lines.append("")
+        lines.append("Notes:")
+        lines.extend(_wrap(f"- {note}", indent="  ", hang="    ") for note in notes)
+    return "\n".join(lines) + "\n"
+
+
+# -- the document ----------------------------------------------------------------------------
+
+
+def _headline_indexes(answers: Sequence[Answer]) -> set[int]:
+    """The index of the stricter answer of each kind and profile (the first one on a tie)."""
+    best: dict[tuple[str, str], int] = {}
+    for index, answer in enumerate(answers):
+        key = (str(answer.kind), answer.profile)
+        if key not in best or _strictness(answer) < _strictness(answers[best[key]]):
+            best[key] = index
+    return set(best.values())
+
+
+def _strictness(answer: Answer) -> float:
+    """Fewer remaining is stricter; unbounded is the least strict."""
+    return math.inf if answer.remaining is None else float(answer.remaining)
+
+
+def _answer_document(answer: Answer, headline: bool, origin: str | None) -> dict[str, Any]:
+    """One answer as the document's object."""
+    by_resource = {item.resource: item for item in answer.resources}
+
+    def column(field: str) -> dict[str, Any]:
+        values: dict[Resource, float | int | None] = {
+            resource: None if item is None else getattr(item, field)
+            for resource in RESOURCES
+            for item in [by_resource.get(resource)]
+        }
+        if field == "fits":
+            return {RESOURCE_KEYS[resource]: value for resource, value in values.items()}
+        return {
+            RESOURCE_KEYS[resource]: _unit(resource, value) for resource, value in values.items()
+        }
+
+    return {
+        "kind": str(answer.kind),
+        "profile": answer.profile,
+        "profile_origin": origin,
+        "view": str(answer.view),
+        "headline": headline,
+        "remaining": answer.remaining,
+        "bound": None if answer.bound is None else str(answer.bound),
+        "cost": _resources_document(answer.cost),
+        "total": column("total"),
+        "usable": column("usable"),
+        "used": column("used"),
+        "system": column("system"),
+        "free": column("free"),
+        "fits": column("fits"),
+        "overhead": {name: _whole(value) for name, value in answer.overhead.items()},
+        "time_to_full_seconds": _finite(answer.time_to_full_seconds),
+        "notes": list(answer.notes),
+    }
+
+
+def _resources_document(values: Resources) -> dict[str, Any]:
+    """``Resources`` as ``{"cpu": cores, "memory_bytes": n, "disk_bytes": n}``."""
+    return {RESOURCE_KEYS[r]: _unit(r, values.get(r)) for r in RESOURCES}
+
+
+def _unit(resource: Resource, value: float | None) -> float | int | None:
+    """Cores as they are; bytes as whole bytes (a fraction of a byte means nothing)."""
+    return _finite(value) if resource is Resource.CPU else _whole(value)
+
+
+def _finite(value: float | None) -> float | None:
+    """``value``, or ``None`` when it is missing or not finite (JSON has no NaN)."""
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _whole(value: float | None) -> int | None:
+    """``value`` rounded to a whole number, ``None`` when missing or not finite."""
+    finite = _finite(value)
+    return None if finite is None else round(finite)
+
+
+def _qemu_formula(settings: PlanSettings) -> str:
+    """QEMU's overhead model in words: ``64 MiB + RAM/512 + 8 MiB per vCPU``."""
+    base = f"{_number(settings.qemu_base_bytes / MIB)} MiB"
+    # getattr: qemu_calibrated came after PlanSettings did; settings without it read as not.
+    if getattr(settings, "qemu_calibrated", False):
+        base += " (measured)"
+    return (
+        f"{base} + RAM/{_number(settings.qemu_ram_divisor)}"
+        f" + {_number(settings.qemu_per_vcpu_bytes / MIB)} MiB per vCPU"
+    )
+
+
+# -- the table -------------------------------------------------------------------------------
+
+
+def _host_lines(host: Mapping[str, Any], generated_at: Any) -> list[str]:
+    """The plan's first lines: which host, when, what it holds, and anything else passed in."""
+    when = "at an unknown time"
+    if isinstance(generated_at, int | float) and math.isfinite(generated_at):
+        stamp = datetime.fromtimestamp(generated_at, tz=UTC)
+        when = stamp.strftime("at %Y-%m-%d %H:%M UTC")
+    lines = [f"Plan for {host.get('name') or 'this host'} {when}"]
+    facts: list[str] = []
+    capacity = host.get("capacity")
+    if isinstance(capacity, Mapping):
+        facts.append(
+            ", ".join(_in_words(key, value) for key, value in capacity.items() if value is not None)
+        )
+    declared = host.get("declared")
+    if declared:
+        facts.append(f"declared: {', '.join(str(item) for item in declared)}")
+    if host.get("history_seconds") is not None:
+        facts.append(f"history {human_duration(host['history_seconds'])}")
+    workloads = host.get("workloads")
+    if isinstance(workloads, Mapping):
+        counts = ", ".join(
+            f"{count} {_KIND_WORDS.get(kind, kind)}" for kind, count in workloads.items()
+        )
+        facts.append(f"workloads: {counts or 'none'}")
+    if facts:
+        lines.append(_wrap("Host: " + "; ".join(facts), hang="  "))
+    shown = {"name", "capacity", "declared", "history_seconds", "workloads"}
+    for key, value in host.items():
+        if key not in shown:
+            lines.extend(_assumption_lines(key, value, indent=""))
+    return lines
+
+
+def _in_words(key: str, value: Any) -> str:
+    """One capacity figure: ``8 cores``, ``15.6GiB memory``."""
+    if key == "cpu":
+        return f"{_cores(value)} cores"
+    return f"{_format(key, value)} {key.removesuffix('_bytes')}"
+
+
+def _groups(answers: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """Answers grouped by kind and profile, in the order they first appear."""
+    groups: dict[tuple[Any, Any], list[Mapping[str, Any]]] = {}
+    for answer in answers:
+        groups.setdefault((answer.get("kind"), answer.get("profile")), []).append(answer)
+    return list(groups.values())
+
+
+def _block_lines(group: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One kind and profile: the headline sentence, the table, the shape and overhead."""
+    headline = next((answer for answer in group if answer.get("headline")), group[0])
+    lines = [_wrap(_headline_sentence(headline), hang="  ")]
+    if headline.get("profile_origin"):
+        lines.append(f"  shape: {headline['profile_origin']}")
+    rows: list[list[str]] = []
+    for answer in group:
+        for number, resource in enumerate(RESOURCES):
+            key = RESOURCE_KEYS[resource]
+            marker = "*" if answer.get("bound") == resource.value else ""
+            row = [str(answer.get("view")) if number == 0 else "", resource.value + marker]
+            row.extend(_cell(answer, column, key, marker) for column, _ in _ROWS)
+            rows.append(row)
+    table = tabulate(
+        rows,
+        headers=["VIEW", "RESOURCE", *(title for _, title in _ROWS)],
+        tablefmt="simple",
+        colalign=("left", "left", *("right",) * len(_ROWS)),
+        disable_numparse=True,
+    )
+    lines.extend("  " + line for line in table.splitlines())
+    overheads = [(answer.get("view"), answer.get("overhead") or {}) for answer in group]
+    if all(overhead == overheads[0][1] for _, overhead in overheads):
+        lines.append(_wrap(f"overhead per slot: {_overhead_words(overheads[0][1])}", "  ", "    "))
+    else:
+        for view, overhead in overheads:
+            text = f"overhead per slot, {view} view: {_overhead_words(overhead)}"
+            lines.append(_wrap(text, "  ", "    "))
+    return lines
+
+
+def _headline_sentence(answer: Mapping[str, Any]) -> str:
+    """The block's first line: ``container web: 12 more (demand view), memory binds; ...``."""
+    subject = f"{answer.get('kind')} {answer.get('profile')}"
+    view = f"({answer.get('view')} view)"
+    remaining = answer.get("remaining")
+    if remaining is None:
+        return f"{subject}: unbounded {view}: it costs nothing of any resource"
+    sentence = f"{subject}: {remaining} more {view}"
+    if answer.get("bound"):
+        sentence += f", {answer['bound']} binds"
+    full_in = answer.get("time_to_full_seconds")
+    if full_in is None:
+        return sentence + "; no growth trend"
+    return sentence + f"; full in {human_duration(full_in)} at the current trend"
+
+
+def _cell(answer: Mapping[str, Any], column: str, key: str, marker: str) -> str:
+    """One table cell: cores or human bytes; USED carries SYSTEM; FITS carries the marker."""
+    value = (answer.get(column) or {}).get(key)
+    if column == "fits":
+        return ("unbounded" if value is None else str(value)) + marker
+    text = _amount(key, value)
+    if column == "used":
+        text += f" ({_amount(key, (answer.get('system') or {}).get(key))})"
+    return text
+
+
+def _amount(key: str, value: Any) -> str:
+    """Cores for ``cpu``, human bytes for the rest, ``-`` when missing."""
+    if value is None:
+        return "-"
+    return _cores(value) if key == "cpu" else human_bytes(value)
+
+
+def _overhead_words(overhead: Mapping[str, Any]) -> str:
+    """``containerd shim 13.0MiB, image 5.0MiB``, or ``none``."""
+    if not overhead:
+        return "none"
+    return ", ".join(
+        f"{OVERHEAD_LABELS.get(name, name)} {human_bytes(value)}"
+        for name, value in overhead.items()
+    )
+
+
+def _comparison_lines(
+    comparison: Mapping[str, Any],
+    answers: Sequence[Mapping[str, Any]],
+    assumptions: Mapping[str, Any],
+) -> list[str]:
+    """The containers versus VMs sentence for one shape."""
+    profile = comparison.get("profile")
+    containers = _slots(comparison.get("container_remaining"))
+    vms = _slots(comparison.get("vm_remaining"))
+    sentence = f"As containers: {containers}; as VMs: {vms}"
+    ratio = comparison.get("ratio")
+    if isinstance(ratio, int | float) and math.isfinite(ratio) and ratio > 0:
+        if ratio >= 1:
+            sentence += f" — {ratio:.1f}{TIMES} more as containers"
+        else:
+            sentence += f" — {1 / ratio:.1f}{TIMES} more as VMs"
+    overhead = comparison.get("vm_overhead")
+    if not isinstance(overhead, Mapping):
+        overhead = next(
+            (
+                answer.get("overhead") or {}
+                for answer in answers
+                if answer.get("kind") == "vm"
+                and answer.get("profile") == profile
+                and answer.get("headline")
+            ),
+            {},
+        )
+    paid: list[str] = []
+    if overhead.get("qemu"):
+        paid.append(f"QEMU {human_bytes(overhead['qemu'])}")
+    guest_memory, guest_disk = overhead.get("guest_os_memory"), overhead.get("guest_os_disk")
+    if guest_memory or guest_disk:
+        guest_os = comparison.get("guest_os") or assumptions.get("guest_os") or "guest"
+        paid.append(
+            f"a {guest_os} guest OS {human_bytes(guest_memory or 0)} RAM"
+            f" / {human_bytes(guest_disk or 0)} disk"
+        )
+    if paid:
+        sentence += f"; the VM pays {' and '.join(paid)}"
+    return [f"Containers or VMs, profile {profile}:", _wrap(sentence, "  ", "  ")]
+
+
+def _slots(remaining: Any) -> str:
+    """``40 more``, or ``unbounded``."""
+    return "unbounded" if remaining is None else f"{remaining} more"
+
+
+def _assumption_lines(key: str, value: Any, indent: str = "  ") -> list[str]:
+    """``key: value`` on one line; a list gets one line per item."""
+    if isinstance(value, list | tuple):
+        if not value:
+            return [f"{indent}{key}: none"]
+        items = [_wrap(f"- {_format(key, item)}", indent + "  ", indent + "    ") for item in value]
+        return [f"{indent}{key}:", *items]
+    return [_wrap(f"{key}: {_format(key, value)}", indent, indent + "    ")]
+
+
+def _format(key: str, value: Any) -> str:
+    """A value in words by its key's unit: ``_bytes`` human bytes, ``_seconds`` a duration."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Mapping):
+        return ", ".join(
+            f"{name} ({_format(name, item)})"
+            if isinstance(item, Mapping)
+            else f"{name}={_format(name, item)}"
+            for name, item in value.items()
+        )
+    if isinstance(value, int | float):
+        if key.endswith("_bytes"):
+            return human_bytes(value)
+        if key.endswith("_seconds"):
+            return human_duration(value)
+        return _number(value)
+    if isinstance(value, list | tuple):
+        return ", ".join(_format(key, item) for item in value)
+    return str(value)
+
+
+def _cores(value: float) -> str:
+    """Cores with up to three significant digits: ``8``, ``27.5``, ``0.125``."""
+    if abs(value) >= 1000:
+        return f"{value:.0f}"
+    return f"{value:.3g}"
+
+
+def _number(value: float) -> str:
+    """A plain number without a needless ``.0``: ``4``, ``0.9``, ``0.15``."""
+    if math.isfinite(value) and value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.6g}"
+
+
+def _wrap(text: str, indent: str = "", hang: str = "") -> str:
+    """``text`` wrapped to ``WIDTH`` columns, later lines indented by ``hang``."""
+    return textwrap.fill(
+        text,
+        width=WIDTH,
+        initial_indent=indent,
+        subsequent_indent=hang or indent,
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    """``items`` without repeats, in their first order."""
+    return list(dict.fromkeys(items))
