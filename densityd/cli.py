@@ -1,4 +1,4 @@
-"""The ``densityd`` command: ``run`` the daemon, ``sample`` once, ``--version``.
+"""The ``densityd`` command: ``run`` the daemon, ``sample`` once, ``plan``, ``--version``.
 
 Every setting of ``config.Settings`` is a flag of both subcommands, generated from the model
 so that flags, environment variables and TOML keys cannot drift apart. Bad flags and bad
@@ -28,8 +28,21 @@ from densityd.daemon import (
     log_found_sources,
     run_daemon,
 )
-from densityd.model import Snapshot, WorkloadSample
+from densityd.model import Snapshot, WorkloadKind, WorkloadSample
+from densityd.planner.model import View
+from densityd.planner.quantity import QuantityError, parse_profile
+from densityd.planner.report import plan_table
+from densityd.planning import (
+    KINDS,
+    PlanRequest,
+    PlanRequestError,
+    cpu_rates,
+    plan_context,
+    plan_document,
+    read_history,
+)
 from densityd.sampler import SnapshotHolder
+from densityd.store import HISTORY_FILE, HistoryStore, StoreError
 from densityd.units import human_bytes
 
 SAMPLE_SCHEMA = "densityd.sample/v1"
@@ -96,7 +109,54 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between the two readings that give CPU %% (default: 1)",
     )
     _add_settings_flags(sample)
+    _add_plan_parser(commands)
     return parser
+
+
+def _add_plan_parser(commands: Any) -> None:
+    plan = commands.add_parser(
+        "plan",
+        help="how many more containers or VMs of a shape fit, what binds, and when it fills",
+        description="Plan from a fresh sample plus the local history (when the daemon has "
+        "recorded one); works with no daemon running.",
+    )
+    shape = plan.add_mutually_exclusive_group()
+    shape.add_argument(
+        "--profile",
+        metavar="SHAPE",
+        help="the shape of one more workload: cpu=0.5,memory=512Mi,disk=2Gi "
+        "(optionally NAME=...; keys cpu, memory, disk, image, vcpus)",
+    )
+    shape.add_argument(
+        "--like", metavar="NAME", help="the shape of an existing workload (its demand)"
+    )
+    kind = plan.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--kind",
+        choices=[str(k) for k in KINDS],
+        help="plan it as this kind (default: the --like workload's kind, containers for "
+        "--profile, else each kind for its median workload)",
+    )
+    kind.add_argument(
+        "--compare",
+        action="store_true",
+        help="plan the same app as a container and as a VM, side by side",
+    )
+    plan.add_argument(
+        "--view",
+        choices=["demand", "allocation", "both"],
+        default="both",
+        help="count workloads by measured demand, by allocation (limits), or both; the "
+        "stricter is the headline (default: both)",
+    )
+    plan.add_argument(
+        "-o",
+        "--output",
+        choices=["table", "json"],
+        default="table",
+        help="output format (default: table)",
+    )
+    _add_settings_flags(plan)
 
 
 def _settings_from_args(args: argparse.Namespace) -> Settings:
@@ -121,9 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"densityd: {exc}", file=sys.stderr)
         return 2
+    if args.command == "plan" and not hasattr(args, "log_level"):
+        # A plan's output is the point: keep the sources' start-up lines out of it.
+        settings = settings.model_copy(update={"log_level": "WARNING"})
     _setup_logging(settings.log_level)
     if args.command == "run":
         return run_daemon(settings)
+    if args.command == "plan":
+        return plan_command(settings, args)
     if args.cpu_window < 0:
         parser.error("--cpu-window: must be 0 or more")
     return sample_command(settings, args.output, args.cpu_window)
@@ -132,8 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- densityd sample --------------------------------------------------------------------
 
 
-def sample_command(settings: Settings, output: str, cpu_window: float) -> int:
-    """Take one pass (two readings ``cpu_window`` apart, for CPU %) and print it."""
+def take_samples(
+    settings: Settings, cpu_window: float
+) -> tuple[Snapshot, Snapshot, dict[WorkloadKind, tuple[str, ...]]]:
+    """Two passes ``cpu_window`` apart (one if 0), and where each kind keeps its disks."""
     source_set = build_sources(settings)
     try:
         missing = log_found_sources(source_set, settings)
@@ -146,28 +213,20 @@ def sample_command(settings: Settings, output: str, cpu_window: float) -> int:
         if cpu_window > 0:
             time.sleep(cpu_window)
         second = sampler.run_pass() if cpu_window > 0 else first
+        return first, second, source_set.data_dirs()
     finally:
         source_set.close()
-    cpu_percent = _cpu_percent(first, second)
+
+
+def sample_command(settings: Settings, output: str, cpu_window: float) -> int:
+    """Take one pass (two readings ``cpu_window`` apart, for CPU %) and print it."""
+    first, second, _ = take_samples(settings, cpu_window)
+    cpu_percent = {key: rate * 100 for key, rate in cpu_rates(first, second).items()}
     if output == "json":
         print(json.dumps(sample_document(second, cpu_percent), indent=2))
     else:
         print(sample_table(second, cpu_percent))
     return 0
-
-
-def _cpu_percent(first: Snapshot, second: Snapshot) -> dict[str, float]:
-    """CPU use in percent of one core per workload between two snapshots (as docker stats)."""
-    elapsed = second.timestamp - first.timestamp
-    before = {w.id: w.cpu_seconds for w in first.workloads if w.cpu_seconds is not None}
-    result: dict[str, float] = {}
-    if elapsed <= 0:
-        return result
-    for workload in second.workloads:
-        previous = before.get(workload.id)
-        if previous is not None and workload.cpu_seconds is not None:
-            result[workload.id] = max(0.0, workload.cpu_seconds - previous) / elapsed * 100
-    return result
 
 
 def sample_document(snapshot: Snapshot, cpu_percent: dict[str, float]) -> dict[str, Any]:
@@ -242,3 +301,61 @@ def sample_table(snapshot: Snapshot, cpu_percent: dict[str, float]) -> str:
         state = "up" if status.up else f"DOWN ({status.last_error})"
         lines.append(f"source {status.name}: {state}")
     return "\n".join(lines)
+
+
+# -- densityd plan ----------------------------------------------------------------------
+
+PLAN_CPU_WINDOW = 1.0
+
+
+def plan_request(args: argparse.Namespace) -> PlanRequest:
+    """The request the plan flags describe; ``QuantityError`` names a bad part."""
+    views = (View.ALLOCATION, View.DEMAND) if args.view == "both" else (View(args.view),)
+    return PlanRequest(
+        profile=parse_profile(args.profile) if args.profile else None,
+        like=args.like,
+        kind=WorkloadKind(args.kind) if args.kind else None,
+        compare=args.compare,
+        views=views,
+    )
+
+
+def open_history(settings: Settings) -> HistoryStore | None:
+    """The daemon's history, read-only, when it exists and can be read."""
+    path = settings.state_dir / HISTORY_FILE
+    if not settings.history or not path.exists():
+        return None
+    try:
+        return HistoryStore(path, readonly=True)
+    except StoreError as exc:
+        logging.getLogger("densityd").warning("history at %s cannot be read: %s", path, exc)
+        return None
+
+
+def plan_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Sample, read the history, plan, print; exit 2 for a request that cannot be answered."""
+    try:
+        request = plan_request(args)
+    except QuantityError as exc:
+        print(f"densityd plan: {exc}", file=sys.stderr)
+        return 2
+    first, second, data_dirs = take_samples(settings, PLAN_CPU_WINDOW)
+    store = open_history(settings)
+    try:
+        history = read_history(store, second.timestamp, settings)
+    finally:
+        if store is not None:
+            store.close()
+    context = plan_context(
+        second, history, settings, data_dirs=data_dirs, rates=cpu_rates(first, second)
+    )
+    try:
+        document = plan_document(context, request)
+    except PlanRequestError as exc:
+        print(f"densityd plan: {exc}", file=sys.stderr)
+        return 2
+    if args.output == "json":
+        print(json.dumps(document, indent=2))
+    else:
+        print(plan_table(document))
+    return 0

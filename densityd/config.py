@@ -13,6 +13,7 @@ import tomllib
 import typing
 from collections.abc import Mapping
 from contextvars import ContextVar
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,10 @@ from pydantic_settings import (
     SettingsError,
     TomlConfigSettingsSource,
 )
+
+from densityd.planner.cost import GUEST_OS_BASELINES
+from densityd.planner.model import RESOURCES, PartialResources, PlanSettings, Resources
+from densityd.planner.quantity import parse_duration, parse_profile, parse_resources
 
 ENV_PREFIX = "DENSITYD_"
 DEFAULT_CONFIG_FILE = Path("/etc/densityd/densityd.toml")
@@ -115,11 +120,99 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )
+    history: bool = Field(
+        True, description="Record every pass in the local history (STATE_DIR/history.sqlite3)."
+    )
+    retention: str = Field(
+        "14d", description="How long the history is kept, e.g. 14d or 36h (older rows go)."
+    )
+    capacity: str | None = Field(
+        None,
+        description="Declared capacity to plan against instead of the host's, e.g. "
+        "cpu=8,memory=32Gi,disk=500G (any subset): a slice, a quota, a host being sized. "
+        "Against it only workloads and the reserve count, no system usage.",
+    )
+    scopes: list[str] = Field(
+        default_factory=list,
+        description="Glob on workload names (or IDs): only matching workloads count "
+        "in plans (default: all).",
+    )
+    reserved: str = Field(
+        "cpu=0,memory=512Mi,disk=0",
+        description="Host resources kept back from workloads (keys not given keep these defaults).",
+    )
+    ratio: str = Field(
+        "cpu=4,memory=1,disk=1",
+        description="Overcommit ratios of the allocation view (keys not given keep "
+        "these defaults).",
+    )
+    target_fill: float = Field(
+        0.9, gt=0, le=1, description="Fill the usable capacity only up to this fraction."
+    )
+    window: str = Field(
+        "14d", description="History window the demand view and the trend look at, e.g. 14d."
+    )
+    percentile: float = Field(
+        95.0,
+        gt=0,
+        le=100,
+        description="Percentile of the CPU rate the demand view uses (95 or 0.95 both mean p95).",
+    )
+    guest_os: str = Field(
+        "debian",
+        description="Guest OS whose RAM and disk baseline a container-shaped app pays "
+        "when planned as a VM.",
+    )
+    plan_profiles: list[str] = Field(
+        default_factory=list,
+        description="Shapes whose remaining slots the daemon exports as "
+        "densityd_plan_remaining, e.g. web=cpu=0.5,memory=512Mi (default: the median "
+        "container and the median VM).",
+    )
 
     @field_validator("listen_address")
     @classmethod
     def _check_listen_address(cls, value: str) -> str:
         split_listen_address(value)
+        return value
+
+    @field_validator("retention", "window")
+    @classmethod
+    def _check_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @field_validator("capacity")
+    @classmethod
+    def _check_capacity(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_resources(value, option="capacity", kind="capacity")
+        return value
+
+    @field_validator("reserved")
+    @classmethod
+    def _check_reserved(cls, value: str) -> str:
+        parse_resources(value, option="reserved", kind="reserved")
+        return value
+
+    @field_validator("ratio")
+    @classmethod
+    def _check_ratio(cls, value: str) -> str:
+        parse_resources(value, option="ratio", kind="ratio")
+        return value
+
+    @field_validator("plan_profiles")
+    @classmethod
+    def _check_profiles(cls, value: list[str]) -> list[str]:
+        for text in value:
+            parse_profile(text, option="plan_profiles")
+        return value
+
+    @field_validator("guest_os")
+    @classmethod
+    def _check_guest_os(cls, value: str) -> str:
+        if value not in GUEST_OS_BASELINES:
+            raise ValueError(f"unknown guest OS; known: {', '.join(sorted(GUEST_OS_BASELINES))}")
         return value
 
     @field_validator("log_level", mode="before")
@@ -131,6 +224,43 @@ class Settings(BaseSettings):
     def listen(self) -> tuple[str, int]:
         """The listen address as (host, port)."""
         return split_listen_address(self.listen_address)
+
+    @property
+    def retention_seconds(self) -> float:
+        """``retention`` in seconds."""
+        return parse_duration(self.retention)
+
+    @property
+    def window_seconds(self) -> float:
+        """``window`` in seconds."""
+        return parse_duration(self.window)
+
+    @property
+    def percentile_fraction(self) -> float:
+        """``percentile`` as a fraction: 95 and 0.95 both give 0.95."""
+        return self.percentile / 100 if self.percentile > 1 else self.percentile
+
+    @property
+    def declared_capacity(self) -> PartialResources | None:
+        """``capacity`` parsed, ``None`` when not declared."""
+        if self.capacity is None:
+            return None
+        return parse_resources(self.capacity, option="capacity", kind="capacity")
+
+    def plan_settings(self) -> PlanSettings:
+        """The planner's assumptions from these settings (keys not given keep the defaults)."""
+        defaults = PlanSettings()
+        reserved = parse_resources(self.reserved, option="reserved", kind="reserved")
+        ratio = parse_resources(self.ratio, option="ratio", kind="ratio")
+        return replace(
+            defaults,
+            reserved=_fill(reserved, defaults.reserved),
+            ratio=_fill(ratio, defaults.ratio),
+            target_fill=self.target_fill,
+            percentile=self.percentile_fraction,
+            window_seconds=self.window_seconds,
+            guest_os=self.guest_os,
+        )
 
     @classmethod
     def settings_customise_sources(
@@ -147,6 +277,14 @@ class Settings(BaseSettings):
         if config_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
+
+
+def _fill(given: PartialResources, defaults: Resources) -> Resources:
+    """Given values where present, the defaults elsewhere."""
+    values = (given.get(r) for r in RESOURCES)
+    return Resources(
+        *(defaults.get(r) if v is None else v for r, v in zip(RESOURCES, values, strict=True))
+    )
 
 
 def flag_name(field: str) -> str:

@@ -15,14 +15,19 @@ from datetime import UTC, datetime
 from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client.registry import Collector
 
 from densityd import __version__
 from densityd.config import Settings
 from densityd.exporter import Exposition
+from densityd.live_plan import LivePlan
+from densityd.model import WorkloadKind
+from densityd.recorder import HistoryRecorder
 from densityd.sampler import Sampler, SnapshotHolder
 from densityd.sources.base import Source, SourceUnavailable
 from densityd.sources.docker import DockerSource
 from densityd.sources.host import HostSource
+from densityd.store import HISTORY_FILE, HistoryStore
 from densityd.web import WebServer, make_app
 
 log = logging.getLogger("densityd")
@@ -37,6 +42,12 @@ class SourceSet:
     sources: list[Source]
     docker: DockerSource | None
     unavailable: dict[str, str]
+    vm_dirs: Callable[[], tuple[str, ...]] = tuple
+
+    def data_dirs(self) -> dict[WorkloadKind, tuple[str, ...]]:
+        """Where each kind keeps its disks: the Docker data root, libvirt's pool directories."""
+        containers = (self.docker.root_dir,) if self.docker and self.docker.root_dir else ()
+        return {WorkloadKind.CONTAINER: containers, WorkloadKind.VM: self.vm_dirs()}
 
     def close(self) -> None:
         """Close every source."""
@@ -76,7 +87,9 @@ def build_sources(settings: Settings) -> SourceSet:
         return [docker_root, *pool_paths(), *settings.host_disk_paths]
 
     sources.append(HostSource(proc_root=settings.proc_root, disk_paths=disk_paths))
-    return SourceSet(sources=sources, docker=docker_source, unavailable=unavailable)
+    return SourceSet(
+        sources=sources, docker=docker_source, unavailable=unavailable, vm_dirs=pool_paths
+    )
 
 
 def probe(source: Source, timeout: float) -> tuple[bool, str]:
@@ -153,17 +166,44 @@ def run_daemon(settings: Settings) -> int:
 
     host, port = settings.listen
     holder = SnapshotHolder()
+    recorder = (
+        HistoryRecorder(
+            lambda: HistoryStore.open(
+                settings.state_dir, retention_seconds=settings.retention_seconds
+            ),
+            settings.state_dir / HISTORY_FILE,
+        )
+        if settings.history
+        else None
+    )
+    found: list[SourceSet] = []  # filled once the sources are built, after the port is bound
+    live_plan = LivePlan(
+        settings,
+        data_dirs=lambda: found[0].data_dirs() if found else {},
+        store=lambda: recorder.store if recorder else None,
+    )
+    # Listeners run in order: record the pass, plan on it, then render /metrics with both.
+    if recorder is not None:
+        holder.subscribe(recorder.record)
+    holder.subscribe(live_plan.update)
+    extra: list[Collector] = [live_plan] if recorder is None else [recorder, live_plan]
     # Bind first: a port in use should fail at once, before any backend is touched.
     server = WebServer(
         make_app(
-            Exposition(holder), holder, max_age=3 * settings.interval + settings.source_timeout
+            Exposition(holder, extra=extra),
+            holder,
+            max_age=3 * settings.interval + settings.source_timeout,
+            plan=live_plan,
         ),
         host,
         port,
     )
     log.info("densityd %s listening on http://%s:%d/metrics", __version__, host, server.port)
     source_set = build_sources(settings)
+    found.append(source_set)
     missing = log_found_sources(source_set, settings)
+    if recorder is None:
+        log.info("history: off (--no-history); plans use the latest passes only")
     sampler = build_sampler(settings, source_set, holder)
     for name, reason in missing.items():
         sampler.mark_down(name, reason)
@@ -200,5 +240,7 @@ def run_daemon(settings: Settings) -> int:
         scheduler.shutdown(wait=False)
         server.stop()
         source_set.close()
+        if recorder is not None:
+            recorder.close()
     log.info("stopped")
     return 0

@@ -15,12 +15,12 @@ from __future__ import annotations
 import gzip
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from densityd import __version__
 from densityd.model import Snapshot, WorkloadSample
@@ -301,13 +301,22 @@ class SnapshotCollector:
         yield from (up, duration, errors, last_success)
 
 
-def render(snapshot: Snapshot | None, clock: Callable[[], float] = time.time) -> bytes:
-    """The text exposition of one snapshot (densityd's families only; empty ones for None)."""
+def render(
+    snapshot: Snapshot | None,
+    clock: Callable[[], float] = time.time,
+    extra: Sequence[Collector] = (),
+) -> bytes:
+    """The text exposition of one snapshot (densityd's families only; empty ones for None).
+
+    ``extra`` collectors (the history's health, the live plan) are rendered with it.
+    """
     holder = SnapshotHolder()
     if snapshot is not None:
         holder.publish(snapshot)
     registry = CollectorRegistry(auto_describe=True)
     registry.register(SnapshotCollector(holder, clock))
+    for collector in extra:
+        registry.register(collector)
     return generate_latest(registry)
 
 
@@ -320,14 +329,20 @@ class Exposition:
     Gzip members concatenate into one valid gzip stream, so the two parts are compressed apart.
     """
 
-    def __init__(self, holder: SnapshotHolder, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        holder: SnapshotHolder,
+        clock: Callable[[], float] = time.time,
+        extra: Sequence[Collector] = (),
+    ) -> None:
         self._holder = holder
         self._clock = clock
+        self._extra = tuple(extra)
         self._process = CollectorRegistry()
         ProcessCollector(registry=self._process)
         self._lock = threading.Lock()
         self._rendered_for: Snapshot | None = None
-        self._plain = render(None, clock)
+        self._plain = render(None, clock, self._extra)
         self._gzipped = gzip.compress(self._plain, compresslevel=5)
         holder.subscribe(self.refresh)
 
@@ -337,7 +352,7 @@ class Exposition:
             latest = self._holder.latest
             if latest is None or latest is self._rendered_for:
                 return
-            plain = render(latest, self._clock)
+            plain = render(latest, self._clock, self._extra)
             self._plain, self._gzipped = plain, gzip.compress(plain, compresslevel=5)
             self._rendered_for = latest
 

@@ -1,4 +1,4 @@
-"""The HTTP server: ``/metrics``, a landing page at ``/``, and ``/healthz``.
+"""The HTTP server: ``/metrics``, ``/api/v1/plan``, a landing page at ``/``, ``/healthz``.
 
 A threaded WSGI server so that a slow client never holds up the next scrape; every handler
 reads only in-memory state.
@@ -7,18 +7,25 @@ reads only in-memory state.
 from __future__ import annotations
 
 import html
+import json
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from typing import Any
+from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from densityd import __version__
 from densityd.exporter import Exposition
+from densityd.live_plan import LivePlan
+from densityd.model import WorkloadKind
+from densityd.planner.model import View
+from densityd.planner.quantity import QuantityError, parse_profile
+from densityd.planning import KINDS, VIEWS, PlanRequest, PlanRequestError
 from densityd.sampler import SnapshotHolder
 
 StartResponse = Callable[..., Any]
@@ -49,7 +56,8 @@ def _landing_page(holder: SnapshotHolder) -> bytes:
         "<!doctype html><html><head><title>densityd</title></head><body>"
         f"<h1>densityd {html.escape(__version__)}</h1>"
         "<p>Container and VM density metrics for Prometheus.</p>"
-        '<ul><li><a href="metrics">/metrics</a></li><li><a href="healthz">/healthz</a></li></ul>'
+        '<ul><li><a href="metrics">/metrics</a></li><li><a href="healthz">/healthz</a></li>'
+        '<li><a href="api/v1/plan">/api/v1/plan</a></li></ul>'
         f"<h2>Sources</h2><ul>{rows or '<li>no pass has finished yet</li>'}</ul>"
         "</body></html>"
     ).encode()
@@ -68,11 +76,63 @@ def health(
     return True, "ok"
 
 
-def make_app(exposition: Exposition, holder: SnapshotHolder, max_age: float) -> WSGIApp:
-    """The WSGI application routing densityd's three paths."""
+def plan_request_from_query(query: str) -> PlanRequest:
+    """The plan request of ``/api/v1/plan``'s query: ``profile``, ``like``, ``kind``,
+    ``compare`` and ``view``, as the ``plan`` command's flags of the same names."""
+    params = {key: values[-1] for key, values in parse_qs(query).items()}
+    unknown = set(params) - {"profile", "like", "kind", "compare", "view"}
+    if unknown:
+        raise PlanRequestError(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    if "profile" in params and "like" in params:
+        raise PlanRequestError("give profile or like, not both")
+    kind = params.get("kind")
+    if kind is not None and kind not in {str(k) for k in KINDS}:
+        raise PlanRequestError(f"kind: {kind!r} is not container or vm")
+    view = params.get("view", "both")
+    if view not in ("both", "demand", "allocation"):
+        raise PlanRequestError(f"view: {view!r} is not demand, allocation or both")
+    return PlanRequest(
+        profile=parse_profile(params["profile"], option="profile") if "profile" in params else None,
+        like=params.get("like"),
+        kind=WorkloadKind(kind) if kind else None,
+        compare=params.get("compare", "").lower() in ("1", "true", "yes"),
+        views=VIEWS if view == "both" else (View(view),),
+    )
+
+
+def _json(start_response: StartResponse, status: str, document: Any) -> list[bytes]:
+    body = json.dumps(document, indent=2).encode() + b"\n"
+    start_response(
+        status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
+    return [body]
+
+
+def make_app(
+    exposition: Exposition,
+    holder: SnapshotHolder,
+    max_age: float,
+    plan: LivePlan | None = None,
+) -> WSGIApp:
+    """The WSGI application routing densityd's paths."""
+
+    def plan_api(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        if plan is None:
+            return _json(start_response, "404 Not Found", {"error": "planning is off"})
+        try:
+            document = plan.document(plan_request_from_query(environ.get("QUERY_STRING", "")))
+        except (PlanRequestError, QuantityError) as exc:
+            return _json(start_response, "400 Bad Request", {"error": str(exc)})
+        if document is None:
+            return _json(
+                start_response, "503 Service Unavailable", {"error": "no pass has finished yet"}
+            )
+        return _json(start_response, "200 OK", document)
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
+        if path == "/api/v1/plan":
+            return plan_api(environ, start_response)
         if path == "/metrics":
             gzipped = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
             body = exposition.body(gzipped=gzipped)

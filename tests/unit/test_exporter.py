@@ -429,7 +429,7 @@ def test_exposition_renders_each_snapshot_once(monkeypatch: pytest.MonkeyPatch) 
     calls: list[object] = []
     real_render = exporter.render
 
-    def counting_render(snapshot: object, clock: object = None) -> bytes:
+    def counting_render(snapshot: object, clock: object = None, extra: object = ()) -> bytes:
         calls.append(snapshot)
         return real_render(snapshot)  # type: ignore[arg-type]
 

@@ -1,0 +1,374 @@
+"""Answer plan requests: gather the planner's inputs from a snapshot and the history.
+
+The planner itself is pure (``densityd.planner``); this module decides what goes into it.
+``densityd plan``, the daemon's ``densityd_plan_remaining`` gauges and ``/api/v1/plan`` all
+come through ``plan_document`` so that they give the same answer for the same data.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import socket
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from densityd.config import Settings
+from densityd.model import DiskUsage, HostSample, Snapshot, WorkloadKind, WorkloadSample
+from densityd.planner.cost import calibrate_qemu
+from densityd.planner.demand import default_profile, like_profile, workload_demand
+from densityd.planner.model import (
+    RESOURCES,
+    Answer,
+    HostCapacity,
+    PlanInputs,
+    PlanSettings,
+    Profile,
+    Resource,
+    Resources,
+    TrendPoint,
+    View,
+    WorkloadDemand,
+    WorkloadHistory,
+)
+from densityd.planner.plan import answers, compare_ratio, headline
+from densityd.planner.report import plan_document as render_document
+from densityd.planner.report import settings_assumptions
+from densityd.store import HistoryStore, StoreError
+
+log = logging.getLogger("densityd.planning")
+
+KINDS: tuple[WorkloadKind, ...] = (WorkloadKind.CONTAINER, WorkloadKind.VM)
+VIEWS: tuple[View, ...] = (View.ALLOCATION, View.DEMAND)
+
+
+class PlanRequestError(ValueError):
+    """The request cannot be answered as asked (an unknown ``--like`` name, say)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRequest:
+    """What to plan for: which shape, as which kinds, in which views.
+
+    ``profile`` is a given shape; ``like`` names an existing workload; with neither, each
+    kind is planned for its own median workload. ``kind`` ``None`` means: the ``like``
+    workload's kind, else containers for a given profile, else both kinds. ``compare`` plans
+    the one shape both as a container and as a VM and gives the ratio of their slots.
+    """
+
+    profile: Profile | None = None
+    like: str | None = None
+    kind: WorkloadKind | None = None
+    compare: bool = False
+    views: tuple[View, ...] = VIEWS
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What the local history holds for one plan: per-workload summaries and the trend."""
+
+    workloads: Mapping[tuple[str, str], WorkloadHistory]
+    trend: tuple[TrendPoint, ...]
+    note: str
+
+
+NO_HISTORY = History({}, (), "no local history: demand is measured from the fresh sample only")
+
+
+def in_scope(workload: WorkloadSample, scopes: Sequence[str]) -> bool:
+    """Whether a workload counts: no scopes, or its name or ID matches one of the globs."""
+    return not scopes or any(
+        fnmatch.fnmatchcase(workload.name, pattern) or fnmatch.fnmatchcase(workload.id, pattern)
+        for pattern in scopes
+    )
+
+
+def cpu_rates(first: Snapshot | None, second: Snapshot) -> dict[str, float]:
+    """CPU use in cores per workload ID between two snapshots of the same workloads."""
+    if first is None:
+        return {}
+    elapsed = second.timestamp - first.timestamp
+    before = {w.id: w.cpu_seconds for w in first.workloads if w.cpu_seconds is not None}
+    rates: dict[str, float] = {}
+    if elapsed <= 0:
+        return rates
+    for workload in second.workloads:
+        previous = before.get(workload.id)
+        if previous is not None and workload.cpu_seconds is not None:
+            rates[workload.id] = max(0.0, workload.cpu_seconds - previous) / elapsed
+    return rates
+
+
+def read_history(store: HistoryStore | None, now: float, settings: Settings) -> History:
+    """The history summaries over the window, or an empty history saying why there is none."""
+    if store is None:
+        return NO_HISTORY
+    since = now - settings.window_seconds
+    try:
+        summaries = store.workload_history(since, settings.percentile_fraction)
+        trend = tuple(store.trend(since))
+        oldest = store.oldest_timestamp()
+    except StoreError as exc:
+        log.warning("history cannot be read, planning from the fresh sample only: %s", exc)
+        return History({}, (), f"history unreadable ({exc}): demand from the fresh sample only")
+    covered = max(0.0, now - oldest) if oldest is not None else 0.0
+    return History(
+        summaries, trend, f"history: {covered / 3600:.1f} h of the {settings.window} window"
+    )
+
+
+def shim_settings(plan_settings: PlanSettings, host: HostSample | None) -> PlanSettings:
+    """The shim cost measured from the running containerd shims, when any are visible."""
+    if host is None or not host.container_shim_rss_bytes:
+        return plan_settings
+    measured = float(statistics.median(host.container_shim_rss_bytes))
+    return replace(plan_settings, container_shim_bytes=measured, shim_measured=True)
+
+
+def _disk_for(host: HostSample, paths: Sequence[str]) -> DiskUsage | None:
+    for path in paths:
+        for disk in host.disks:
+            if disk.path == path:
+                return disk
+    return None
+
+
+def _data_disk(
+    host: HostSample | None, paths: Sequence[str], kind: WorkloadKind, notes: list[str]
+) -> DiskUsage | None:
+    """The filesystem a kind's disks go to; the first one known when its own is not."""
+    if host is None:
+        return None
+    disk = _disk_for(host, paths)
+    if disk is None and host.disks:
+        disk = host.disks[0]
+        where = "libvirt storage pool" if kind is WorkloadKind.VM else "Docker data root"
+        notes.append(f"{kind} disk: no {where} directory found; planned on {disk.path}")
+    return disk
+
+
+def _capacity(
+    host: HostSample, disk: DiskUsage | None, declared: Mapping[Resource, float]
+) -> HostCapacity:
+    measured_total = Resources(
+        cpu=float(host.cpu_cores),
+        memory=float(host.memory_bytes),
+        disk=float(disk.total_bytes) if disk else 0.0,
+    )
+    used = Resources(
+        cpu=0.0,
+        memory=float(host.memory_bytes - host.memory_available_bytes),
+        disk=float(disk.total_bytes - disk.free_bytes) if disk else 0.0,
+    )
+    total = Resources(*(declared.get(r, measured_total.get(r)) for r in RESOURCES))
+    return HostCapacity(total=total, used=used, declared=frozenset(declared))
+
+
+@dataclass(frozen=True, slots=True)
+class PlanContext:
+    """The inputs shared by every answer of one plan."""
+
+    snapshot: Snapshot
+    demands: tuple[WorkloadDemand, ...]
+    history: History
+    settings: PlanSettings
+    disks: Mapping[WorkloadKind, DiskUsage | None]
+    declared: Mapping[Resource, float]
+    scopes: tuple[str, ...]
+    notes: tuple[str, ...]
+
+    def inputs(self, kind: WorkloadKind) -> PlanInputs:
+        """The planner's inputs for one kind: its data disk, and what lives on it."""
+        host = self.snapshot.host
+        if host is None:
+            raise PlanRequestError("the host could not be sampled, so there is nothing to plan")
+        disk = self.disks.get(kind)
+        demands = []
+        for demand in self.demands:
+            other = self.disks.get(demand.kind)
+            on_other_disk = disk is not None and other is not None and other.device != disk.device
+            if on_other_disk:
+                # Its data lives on another filesystem: it takes nothing of this one.
+                demand = replace(
+                    demand,
+                    demand=replace(demand.demand, disk=0.0),
+                    disk_limit=0.0,
+                    disk_bytes=0.0,
+                )
+            demands.append(demand)
+        history_seconds = max((d.history_seconds for d in self.demands), default=0.0)
+        images = frozenset(w.image for w in self.snapshot.workloads if w.image)
+        return PlanInputs(
+            timestamp=self.snapshot.timestamp,
+            host=replace(_capacity(host, disk, self.declared), image_bytes_present=images),
+            workloads=tuple(demands),
+            trend=self.history.trend,
+            history_seconds=history_seconds,
+        )
+
+
+def plan_context(
+    snapshot: Snapshot,
+    history: History,
+    settings: Settings,
+    *,
+    data_dirs: Mapping[WorkloadKind, Sequence[str]],
+    rates: Mapping[str, float] | None = None,
+) -> PlanContext:
+    """Turn a snapshot and its history into the planner's per-workload demand."""
+    plan_settings = shim_settings(settings.plan_settings(), snapshot.host)
+    rates = rates or {}
+    demands = tuple(
+        workload_demand(
+            sample,
+            history.workloads.get((str(sample.kind), sample.id)),
+            plan_settings,
+            cpu_rate=rates.get(sample.id),
+        )
+        for sample in snapshot.workloads
+        if in_scope(sample, settings.scopes)
+    )
+    plan_settings, calibration = calibrate_qemu(demands, plan_settings)
+    declared_parts = settings.declared_capacity
+    declared: dict[Resource, float] = {}
+    if declared_parts is not None:
+        for resource in RESOURCES:
+            value = declared_parts.get(resource)
+            if value is not None:
+                declared[resource] = value
+    notes = [history.note, calibration]
+    disks: dict[WorkloadKind, DiskUsage | None] = {}
+    for kind in KINDS:
+        disks[kind] = _data_disk(snapshot.host, data_dirs.get(kind, ()), kind, notes)
+    if settings.scopes:
+        notes.append(
+            f"scope {', '.join(settings.scopes)}: {len(demands)} of "
+            f"{len(snapshot.workloads)} workloads count"
+        )
+    down = [s.name for s in snapshot.sources if not s.up]
+    if down:
+        notes.append(f"source(s) down, their workloads are missing: {', '.join(down)}")
+    return PlanContext(
+        snapshot=snapshot,
+        demands=demands,
+        history=history,
+        settings=plan_settings,
+        disks=disks,
+        declared=declared,
+        scopes=tuple(settings.scopes),
+        notes=tuple(notes),
+    )
+
+
+def _like(context: PlanContext, name: str) -> WorkloadDemand:
+    matches = [d for d in context.demands if name in (d.name, d.id) or d.id.startswith(name)]
+    if not matches:
+        known = ", ".join(sorted(d.name for d in context.demands)[:20]) or "none"
+        raise PlanRequestError(f"--like: no workload in scope is named {name!r} (known: {known})")
+    if len(matches) > 1:
+        raise PlanRequestError(f"--like: {name!r} matches {len(matches)} workloads; give the ID")
+    return matches[0]
+
+
+def _shapes(context: PlanContext, request: PlanRequest) -> list[tuple[WorkloadKind, Profile]]:
+    """The (kind, shape) pairs a request asks about."""
+    if request.like is not None:
+        workload = _like(context, request.like)
+        shape = like_profile(workload)
+        kinds = _kinds(request, workload.kind)
+        return [(kind, shape) for kind in kinds]
+    if request.profile is not None:
+        return [(kind, request.profile) for kind in _kinds(request, WorkloadKind.CONTAINER)]
+    if request.compare:
+        shape = default_profile(context.demands, request.kind or WorkloadKind.CONTAINER)
+        return [(kind, shape) for kind in KINDS]
+    kinds = (request.kind,) if request.kind else KINDS
+    return [(kind, default_profile(context.demands, kind)) for kind in kinds]
+
+
+def _kinds(request: PlanRequest, natural: WorkloadKind) -> tuple[WorkloadKind, ...]:
+    if request.compare:
+        return KINDS
+    return (request.kind or natural,)
+
+
+def _planned(context: PlanContext, request: PlanRequest) -> tuple[list[Answer], dict[str, str]]:
+    """Every answer a request asks for, kind by kind, and where each shape came from."""
+    result: list[Answer] = []
+    origins: dict[str, str] = {}
+    for kind, shape in _shapes(context, request):
+        origins[shape.name] = shape.origin
+        result.extend(answers(context.inputs(kind), shape, [kind], request.views, context.settings))
+    return result, origins
+
+
+def plan_answers(context: PlanContext, request: PlanRequest) -> list[Answer]:
+    """Every answer a request asks for, kind by kind."""
+    return _planned(context, request)[0]
+
+
+def host_summary(context: PlanContext) -> dict[str, Any]:
+    """The document's ``host`` part: what was planned against."""
+    host = context.snapshot.host
+    counts = {str(kind): sum(1 for d in context.demands if d.kind == kind) for kind in KINDS}
+    summary: dict[str, Any] = {
+        "name": socket.gethostname(),
+        "declared": sorted(str(r) for r in context.declared),
+        "history_seconds": max((d.history_seconds for d in context.demands), default=0.0),
+        "workloads": counts,
+        "sources": {s.name: s.up for s in context.snapshot.sources},
+    }
+    if host is not None:
+        summary["capacity"] = {
+            "cpu": context.declared.get(Resource.CPU, float(host.cpu_cores)),
+            "memory_bytes": context.declared.get(Resource.MEMORY, float(host.memory_bytes)),
+        }
+        summary["memory_available_bytes"] = host.memory_available_bytes
+        summary["data_disks"] = {
+            str(kind): {
+                "path": disk.path,
+                "total_bytes": disk.total_bytes,
+                "free_bytes": disk.free_bytes,
+            }
+            for kind, disk in context.disks.items()
+            if disk is not None
+        }
+    return summary
+
+
+def plan_document(context: PlanContext, request: PlanRequest) -> dict[str, Any]:
+    """The ``densityd.plan/v1`` document for a request (what ``plan -o json`` prints)."""
+    found, origins = _planned(context, request)
+    comparison = None
+    if request.compare:
+        by_kind = {a.kind: a for a in headlines(found)}
+        container, vm = by_kind.get(WorkloadKind.CONTAINER), by_kind.get(WorkloadKind.VM)
+        if container is not None and vm is not None:
+            comparison = {
+                "profile": container.profile,
+                "container_remaining": container.remaining,
+                "vm_remaining": vm.remaining,
+                "ratio": compare_ratio(container, vm),
+                "vm_overhead": dict(vm.overhead),
+            }
+    assumptions = settings_assumptions(context.settings)
+    assumptions["scope"] = list(context.scopes) or "all workloads"
+    assumptions["notes"] = list(context.notes)
+    return render_document(
+        host=host_summary(context),
+        answers=found,
+        assumptions=assumptions,
+        comparison=comparison,
+        generated_at=context.snapshot.timestamp,
+        origins=origins,
+    )
+
+
+def headlines(found: Sequence[Answer]) -> list[Answer]:
+    """The stricter view's answer for each kind and profile."""
+    groups: dict[tuple[WorkloadKind, str], list[Answer]] = {}
+    for item in found:
+        groups.setdefault((item.kind, item.profile), []).append(item)
+    return [headline(group) for group in groups.values()]

@@ -1,0 +1,147 @@
+"""The daemon's running plan: gauges per pass, and ``/api/v1/plan`` through the WSGI app."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from densityd.config import load_settings
+from densityd.exporter import Exposition, render
+from densityd.live_plan import LivePlan
+from densityd.model import WorkloadKind
+from densityd.sampler import SnapshotHolder
+from densityd.web import WSGIApp, make_app
+from tests.unit.test_planning import DIRS, container, snapshot, vm
+
+MIB = 1024 * 1024
+
+
+def live_plan(**flags: object) -> LivePlan:
+    settings = load_settings({"state_dir": Path("/nonexistent"), **flags})
+    return LivePlan(settings, data_dirs=lambda: DIRS, store=lambda: None)
+
+
+def samples(plan: LivePlan) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    text = render(None, extra=[plan]).decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_default_profiles_are_each_kinds_median() -> None:
+    plan = live_plan()
+    plan.update(snapshot(container("web", 100 * MIB), vm("db")))
+    found = samples(plan)
+    remaining = {
+        dict(labels)["kind"]: (dict(labels), v)
+        for (n, labels), v in found.items()
+        if n == "densityd_plan_remaining"
+    }
+    assert set(remaining) == {"container", "vm"}
+    assert remaining["container"][0]["profile"] == "median-container"
+    assert remaining["vm"][0]["profile"] == "median-vm"
+    assert remaining["container"][0]["bound"] in {"cpu", "memory", "disk"}
+    views = {dict(labels)["view"] for (n, labels) in found if n == "densityd_plan_view_remaining"}
+    assert views == {"demand", "allocation"}
+    usable = [
+        v
+        for (n, labels), v in found.items()
+        if n == "densityd_plan_usable_bytes" and ("resource", "memory") in labels
+    ]
+    assert len(usable) == 4 and all(v > 0 for v in usable)  # 2 kinds x 2 views
+
+
+def test_configured_profiles_are_planned_as_both_kinds() -> None:
+    plan = live_plan(plan_profiles=["web=cpu=0.5,memory=256Mi", "db=cpu=2,memory=4Gi"])
+    plan.update(snapshot(container("web", 100 * MIB)))
+    keys = {
+        (dict(labels)["kind"], dict(labels)["profile"])
+        for (n, labels) in samples(plan)
+        if n == "densityd_plan_remaining"
+    }
+    assert keys == {(k, p) for k in ("container", "vm") for p in ("web", "db")}
+
+
+def test_before_a_pass_no_plan_series() -> None:
+    found = samples(live_plan())
+    assert not [n for (n, _) in found if n.startswith("densityd_plan_")]
+
+
+def test_a_failing_plan_leaves_the_gauges_empty_and_does_not_raise() -> None:
+    plan = live_plan()
+    plan.update(snapshot(container("web", 100 * MIB)))
+    broken = snapshot(container("web", 100 * MIB))
+    object.__setattr__(broken, "host", None)  # nothing to plan against
+    plan.update(broken)
+    assert not [n for (n, _) in samples(plan) if n == "densityd_plan_remaining"]
+
+
+def call(app: WSGIApp, path: str, query: str = "") -> tuple[str, Any]:
+    environ: dict[str, Any] = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "QUERY_STRING": query}
+    setup_testing_defaults(environ)
+    captured: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        captured["status"] = status
+
+    body = b"".join(app(environ, start_response))
+    return captured["status"], json.loads(body)
+
+
+@pytest.fixture
+def plan_app() -> tuple[WSGIApp, LivePlan]:
+    holder = SnapshotHolder()
+    plan = live_plan()
+    return make_app(Exposition(holder), holder, max_age=60.0, plan=plan), plan
+
+
+def test_api_before_the_first_pass_is_503(plan_app: tuple[WSGIApp, LivePlan]) -> None:
+    app, _ = plan_app
+    status, body = call(app, "/api/v1/plan")
+    assert status.startswith("503") and "pass" in body["error"]
+
+
+def test_api_answers_a_profile_for_a_kind(plan_app: tuple[WSGIApp, LivePlan]) -> None:
+    app, plan = plan_app
+    plan.update(snapshot(container("web", 100 * MIB), vm("db")))
+    status, body = call(
+        app, "/api/v1/plan", "profile=cpu%3D0.5%2Cmemory%3D256Mi&kind=vm&view=demand"
+    )
+    assert status.startswith("200"), body
+    assert body["schema"] == "densityd.plan/v1"
+    assert [(a["kind"], a["view"]) for a in body["answers"]] == [("vm", "demand")]
+    status, body = call(app, "/api/v1/plan", "like=web&compare=true")
+    assert status.startswith("200"), body
+    assert body["comparison"]["container_remaining"] >= body["comparison"]["vm_remaining"]
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("profile=cpu%3Dlots", "cpu"),
+        ("kind=pod", "kind"),
+        ("view=best", "view"),
+        ("like=ghost", "ghost"),
+        ("profile=cpu%3D1&like=web", "not both"),
+        ("colour=red", "colour"),
+    ],
+)
+def test_api_bad_requests_are_400_naming_the_part(
+    plan_app: tuple[WSGIApp, LivePlan], query: str, named: str
+) -> None:
+    app, plan = plan_app
+    plan.update(snapshot(container("web", 100 * MIB)))
+    status, body = call(app, "/api/v1/plan", query)
+    assert status.startswith("400"), body
+    assert named in body["error"]
+
+
+def test_kinds_are_the_label_values() -> None:
+    assert [str(k) for k in WorkloadKind] == ["container", "vm"]

@@ -1,0 +1,185 @@
+"""Gathering the planner's inputs: scope, CPU rates, data disks, declared capacity, shims."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from densityd.config import load_settings
+from densityd.model import (
+    DiskUsage,
+    HostSample,
+    Snapshot,
+    SourceStatus,
+    WorkloadKind,
+    WorkloadSample,
+)
+from densityd.planner.model import MIB, Resource, View
+from densityd.planning import (
+    NO_HISTORY,
+    PlanRequest,
+    PlanRequestError,
+    cpu_rates,
+    in_scope,
+    plan_context,
+    plan_document,
+    shim_settings,
+)
+
+GIB = 1024 * MIB
+DOCKER_ROOT = "/var/lib/docker"
+IMAGES = "/var/lib/libvirt/images"
+
+
+def container(name: str, memory: int, cpu: float = 10.0, **extra: object) -> WorkloadSample:
+    return WorkloadSample(
+        kind=WorkloadKind.CONTAINER,
+        id=f"{name}-id",
+        name=name,
+        cpu_seconds=cpu,
+        memory_bytes=memory,
+        disk_bytes=10 * MIB,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def vm(name: str) -> WorkloadSample:
+    return WorkloadSample(
+        kind=WorkloadKind.VM,
+        id=f"{name}-uuid",
+        name=name,
+        cpu_seconds=100.0,
+        cpu_limit_cores=2,
+        memory_bytes=300 * MIB,
+        memory_limit_bytes=1 * GIB,
+        disk_bytes=3 * GIB,
+        disk_limit_bytes=20 * GIB,
+    )
+
+
+def host(*, same_disk: bool = False, shims: tuple[int, ...] = ()) -> HostSample:
+    return HostSample(
+        cpu_cores=8,
+        memory_bytes=16 * GIB,
+        memory_available_bytes=10 * GIB,
+        disks=(
+            DiskUsage(DOCKER_ROOT, 100 * GIB, 60 * GIB, device=1),
+            DiskUsage(IMAGES, 500 * GIB, 400 * GIB, device=1 if same_disk else 2),
+        ),
+        container_shim_rss_bytes=shims,
+    )
+
+
+def snapshot(
+    *workloads: WorkloadSample, timestamp: float = 1000.0, **host_args: object
+) -> Snapshot:
+    return Snapshot(
+        timestamp=timestamp,
+        workloads=workloads,
+        host=host(**host_args),  # type: ignore[arg-type]
+        sources=(SourceStatus("docker", True, 0.01, 0, timestamp),),
+    )
+
+
+DIRS = {WorkloadKind.CONTAINER: (DOCKER_ROOT,), WorkloadKind.VM: (IMAGES,)}
+
+
+def settings(**flags: object) -> object:
+    return load_settings({"state_dir": Path("/nonexistent"), **flags})
+
+
+def test_in_scope_matches_name_or_id_globs() -> None:
+    web = container("web-1", MIB)
+    assert in_scope(web, [])
+    assert in_scope(web, ["web-*"])
+    assert in_scope(web, ["db-*", "web-1-i?"])
+    assert not in_scope(web, ["db-*"])
+    assert not in_scope(web, ["WEB-*"])  # case matters, as in Docker names
+
+
+def test_cpu_rates_between_two_snapshots() -> None:
+    first = snapshot(container("a", MIB, cpu=10.0), container("b", MIB, cpu=5.0), timestamp=100)
+    second = snapshot(
+        container("a", MIB, cpu=11.5),
+        container("b", MIB, cpu=4.0),
+        container("c", MIB),
+        timestamp=102,
+    )
+    assert cpu_rates(first, second) == {"a-id": 0.75, "b-id": 0.0}  # b restarted; c is new
+    assert cpu_rates(None, second) == {}
+    assert cpu_rates(second, second) == {}
+
+
+def test_shim_cost_is_the_median_measured_shim() -> None:
+    plan_settings = load_settings({}).plan_settings()
+    assert not plan_settings.shim_measured
+    measured = shim_settings(plan_settings, host(shims=(12 * MIB, 14 * MIB, 13 * MIB)))
+    assert measured.shim_measured and measured.container_shim_bytes == 13 * MIB
+    assert shim_settings(plan_settings, host()) is plan_settings
+
+
+def test_scope_limits_the_workloads_that_count() -> None:
+    snap = snapshot(container("web-1", 100 * MIB), container("db-1", 900 * MIB))
+    context = plan_context(snap, NO_HISTORY, settings(scopes=["web-*"]), data_dirs=DIRS)
+    assert [d.name for d in context.demands] == ["web-1"]
+    assert any("1 of 2 workloads" in note for note in context.notes)
+
+
+def test_each_kind_plans_against_its_own_data_disk() -> None:
+    snap = snapshot(container("web", 100 * MIB), vm("db"))
+    context = plan_context(snap, NO_HISTORY, settings(), data_dirs=DIRS)
+    for_containers = context.inputs(WorkloadKind.CONTAINER)
+    for_vms = context.inputs(WorkloadKind.VM)
+    assert for_containers.host.total.disk == 100 * GIB
+    assert for_containers.host.used.disk == 40 * GIB
+    assert for_vms.host.total.disk == 500 * GIB
+    # The VM's image is on another filesystem: it takes nothing of the Docker disk.
+    vm_on_docker_disk = next(d for d in for_containers.workloads if d.kind is WorkloadKind.VM)
+    assert vm_on_docker_disk.demand.disk == 0 and vm_on_docker_disk.disk_limit == 0
+    vm_on_its_disk = next(d for d in for_vms.workloads if d.kind is WorkloadKind.VM)
+    assert vm_on_its_disk.demand.disk >= 3 * GIB
+
+
+def test_a_shared_filesystem_counts_both_kinds() -> None:
+    snap = snapshot(container("web", 100 * MIB), vm("db"), same_disk=True)
+    context = plan_context(snap, NO_HISTORY, settings(), data_dirs=DIRS)
+    on_docker_disk = context.inputs(WorkloadKind.CONTAINER).workloads
+    assert next(d for d in on_docker_disk if d.kind is WorkloadKind.VM).demand.disk >= 3 * GIB
+
+
+def test_declared_capacity_replaces_only_the_named_resources() -> None:
+    snap = snapshot(container("web", 100 * MIB))
+    context = plan_context(snap, NO_HISTORY, settings(capacity="memory=2Gi"), data_dirs=DIRS)
+    inputs = context.inputs(WorkloadKind.CONTAINER)
+    assert inputs.host.total.memory == 2 * GIB
+    assert inputs.host.total.cpu == 8
+    assert inputs.host.declared == frozenset({Resource.MEMORY})
+
+
+def test_like_an_unknown_workload_is_a_request_error() -> None:
+    context = plan_context(snapshot(container("web", MIB)), NO_HISTORY, settings(), data_dirs=DIRS)
+    with pytest.raises(PlanRequestError, match="nope"):
+        plan_document(context, PlanRequest(like="nope"))
+
+
+def test_document_answers_each_kind_for_its_median_by_default() -> None:
+    snap = snapshot(container("web", 100 * MIB), vm("db"))
+    context = plan_context(snap, NO_HISTORY, settings(), data_dirs=DIRS)
+    document = plan_document(context, PlanRequest())
+    assert document["schema"] == "densityd.plan/v1"
+    got = {(a["kind"], a["view"]) for a in document["answers"]}
+    assert got == {(str(k), str(v)) for k in WorkloadKind for v in View}
+    assert "no local history" in " ".join(document["assumptions"]["notes"])
+
+
+def test_compare_plans_one_shape_as_both_kinds_with_a_ratio() -> None:
+    snap = snapshot(container("web", 100 * MIB))
+    context = plan_context(snap, NO_HISTORY, settings(), data_dirs=DIRS)
+    document = plan_document(context, PlanRequest(like="web", compare=True))
+    assert {a["kind"] for a in document["answers"]} == {"container", "vm"}
+    comparison = document["comparison"]
+    assert comparison["container_remaining"] > comparison["vm_remaining"] > 0
+    assert comparison["ratio"] == pytest.approx(
+        comparison["container_remaining"] / comparison["vm_remaining"]
+    )
