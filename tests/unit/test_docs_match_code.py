@@ -8,7 +8,10 @@ from pathlib import Path
 
 from densityd.config import Settings, env_name, flag_name, load_settings
 from densityd.exporter import SnapshotCollector
+from densityd.live_plan import LivePlan
+from densityd.recorder import HistoryRecorder
 from densityd.sampler import SnapshotHolder
+from densityd.store import HistoryStore
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -49,6 +52,14 @@ def test_every_setting_is_in_the_example_config_and_its_values_load() -> None:
 
 def test_every_metric_family_is_in_the_readme_table() -> None:
     documented = set(re.findall(r"^\| `(densityd_\w+)", README, re.MULTILINE))
-    for family in SnapshotCollector(SnapshotHolder()).describe():
+    settings = load_settings({})
+    collectors = (
+        SnapshotCollector(SnapshotHolder()),
+        HistoryRecorder(lambda: HistoryStore(ROOT / "unused"), ROOT / "unused"),
+        LivePlan(settings, data_dirs=dict, store=lambda: None),
+    )
+    families = [family for collector in collectors for family in collector.describe()]
+    assert len(families) > 40
+    for family in families:
         name = family.name + ("_total" if family.type == "counter" else "")
         assert name in documented, f"{name} missing from the README's metric table"
