@@ -105,9 +105,9 @@ class Containers:
     docker: DockerCLI
     started: list[str] = field(default_factory=list)
 
-    def run(self, *args: str, command: str = "sleep 3600") -> str:
-        """``docker run -d`` a tiny container; returns its full ID."""
-        name = f"densityd-test-{uuid.uuid4().hex[:8]}"
+    def run(self, *args: str, command: str = "sleep 3600", name: str | None = None) -> str:
+        """``docker run -d`` a tiny container (named ``name``, else at random); its full ID."""
+        name = name or f"densityd-test-{uuid.uuid4().hex[:8]}"
         container_id = self.docker(
             "run",
             "-d",
