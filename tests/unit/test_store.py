@@ -198,6 +198,16 @@ def test_a_restart_or_a_long_gap_adds_no_rate(store: HistoryStore) -> None:
         assert within(store.workload_history(T0, fraction)[KEY].cpu_rate_percentile, 0.5)
 
 
+def test_a_late_pass_adds_no_rate_and_the_next_counts_from_the_latest(
+    store: HistoryStore,
+) -> None:
+    end = record_rates(store, [0.5] * 4)
+    store.record(snap(end - 10, container("web", 1.0)))  # the clock stepped back
+    store.record(snap(end + STEP, container("web", 0.5 * STEP * 5)))
+    for fraction in (0.01, 1.0):
+        assert within(store.workload_history(T0, fraction)[KEY].cpu_rate_percentile, 0.5)
+
+
 def test_unknown_values_are_left_out_not_counted_as_zero(store: HistoryStore) -> None:
     store.record(snap(T0, container("web", None, None, None)))
     store.record(snap(T0 + STEP, container("web", 3.0, 50 * MIB, None)))
