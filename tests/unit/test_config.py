@@ -252,6 +252,16 @@ def run_main(argv: list[str]) -> int:
         (["run", "--listen-address", "nope"], "listen_address"),
         (["sample", "--docker-stats-mode", "bogus"], "docker_stats_mode"),
         (["run", "--docker-api-workers", "0"], "docker_api_workers"),
+        (["plan", "--capacity", "memory=12Qi"], "capacity"),
+        (["run", "--capacity", "cpu=-1"], "capacity"),
+        (["plan", "--reserved", "gpu=1"], "reserved"),
+        (["plan", "--ratio", "cpu=0"], "ratio"),
+        (["plan", "--target-fill", "1.5"], "target_fill"),
+        (["plan", "--window", "forever"], "window"),
+        (["run", "--retention", "0d"], "retention"),
+        (["plan", "--percentile", "0"], "percentile"),
+        (["run", "--guest-os", "beos"], "guest_os"),
+        (["run", "--plan-profile", "web=cpu=lots"], "plan_profiles"),
     ],
 )
 def test_cli_bad_value_exits_2_with_one_line(
@@ -368,7 +378,7 @@ def test_cli_config_from_env(
     assert settings.docker_stats_mode == "cgroup"
 
 
-@pytest.mark.parametrize("command", ["run", "sample"])
+@pytest.mark.parametrize("command", ["run", "sample", "plan"])
 def test_every_setting_has_a_flag(capsys: pytest.CaptureFixture[str], command: str) -> None:
     with pytest.raises(SystemExit) as caught:
         densityd.cli.main([command, "--help"])
@@ -381,3 +391,31 @@ def test_every_setting_has_a_flag(capsys: pytest.CaptureFixture[str], command: s
         if typing.get_origin(field.annotation) is list:
             flag = flag.removesuffix("s")  # repeatable and singular: --host-disk-path
         assert flag + " " in help_text
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["plan", "--profile", "cpu=lots,memory=1Gi"], ["--profile", "cpu", "lots"]),
+        (["plan", "--profile", "memory=512Mx"], ["--profile", "memory", "512Mx"]),
+        (["plan", "--profile", "gpu=1"], ["--profile", "gpu"]),
+        (
+            ["plan", "--no-docker", "--no-libvirt", "--no-history", "--like", "ghost"],
+            ["--like", "ghost"],
+        ),
+    ],
+)
+def test_cli_plan_bad_request_exits_2_naming_the_part(
+    capsys: pytest.CaptureFixture[str], argv: list[str], named: list[str]
+) -> None:
+    assert run_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("densityd plan: "), err
+    for part in named:
+        assert part in err, err
+
+
+def test_cli_plan_flags_that_exclude_each_other_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_main(["plan", "--profile", "cpu=1", "--like", "web"]) == 2
+    assert run_main(["plan", "--kind", "vm", "--compare"]) == 2
+    assert "not allowed with" in capsys.readouterr().err
