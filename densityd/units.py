@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import textwrap
+
+WIDTH = 100
+
 
 def human_bytes(value: float | None) -> str:
     """``1536`` -> ``1.5KiB``; ``None`` -> ``-``."""
@@ -27,3 +31,15 @@ def human_duration(seconds: float | None) -> str:
         if len(parts) == 2:
             break
     return " ".join(parts)
+
+
+def wrap(text: str, indent: str = "", hang: str = "", width: int = WIDTH) -> str:
+    """``text`` wrapped to ``width`` columns, later lines indented by ``hang``."""
+    return textwrap.fill(
+        text,
+        width=width,
+        initial_indent=indent,
+        subsequent_indent=hang or indent,
+        break_on_hyphens=False,
+        break_long_words=False,
+    )

@@ -40,7 +40,6 @@ finite). ``fits`` is how many more fit on that resource alone, null where it doe
 from __future__ import annotations
 
 import math
-import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
@@ -56,11 +55,10 @@ from densityd.planner.model import (
     Resource,
     Resources,
 )
-from densityd.units import human_bytes, human_duration
+from densityd.units import human_bytes, human_duration, wrap
 
 PLAN_SCHEMA = "densityd.plan/v1"
 
-WIDTH = 100
 # The multiplication sign ("6.7 times"), as an escape so no one mistakes it for an x.
 TIMES = "\u00d7"
 
@@ -174,7 +172,7 @@ def plan_table(document: Mapping[str, Any]) -> str:
     if notes:
         lines.append("")
         lines.append("Notes:")
-        lines.extend(_wrap(f"- {note}", indent="  ", hang="    ") for note in notes)
+        lines.extend(wrap(f"- {note}", indent="  ", hang="    ") for note in notes)
     return "\n".join(lines) + "\n"
 
 
@@ -294,7 +292,7 @@ def _host_lines(host: Mapping[str, Any], generated_at: Any) -> list[str]:
         )
         facts.append(f"workloads: {counts or 'none'}")
     if facts:
-        lines.append(_wrap("Host: " + "; ".join(facts), hang="  "))
+        lines.append(wrap("Host: " + "; ".join(facts), hang="  "))
     shown = {"name", "capacity", "declared", "history_seconds", "workloads"}
     for key, value in host.items():
         if key not in shown:
@@ -320,7 +318,7 @@ def _groups(answers: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]
 def _block_lines(group: Sequence[Mapping[str, Any]]) -> list[str]:
     """One kind and profile: the headline sentence, the table, the shape and overhead."""
     headline = next((answer for answer in group if answer.get("headline")), group[0])
-    lines = [_wrap(_headline_sentence(headline), hang="  ")]
+    lines = [wrap(_headline_sentence(headline), hang="  ")]
     if headline.get("profile_origin"):
         lines.append(f"  shape: {headline['profile_origin']}")
     rows: list[list[str]] = []
@@ -341,11 +339,11 @@ def _block_lines(group: Sequence[Mapping[str, Any]]) -> list[str]:
     lines.extend("  " + line for line in table.splitlines())
     overheads = [(answer.get("view"), answer.get("overhead") or {}) for answer in group]
     if all(overhead == overheads[0][1] for _, overhead in overheads):
-        lines.append(_wrap(f"overhead per slot: {_overhead_words(overheads[0][1])}", "  ", "    "))
+        lines.append(wrap(f"overhead per slot: {_overhead_words(overheads[0][1])}", "  ", "    "))
     else:
         for view, overhead in overheads:
             text = f"overhead per slot, {view} view: {_overhead_words(overhead)}"
-            lines.append(_wrap(text, "  ", "    "))
+            lines.append(wrap(text, "  ", "    "))
     return lines
 
 
@@ -433,7 +431,7 @@ def _comparison_lines(
         )
     if paid:
         sentence += f"; the VM pays {' and '.join(paid)}"
-    return [f"Containers or VMs, profile {profile}:", _wrap(sentence, "  ", "  ")]
+    return [f"Containers or VMs, profile {profile}:", wrap(sentence, "  ", "  ")]
 
 
 def _slots(remaining: Any) -> str:
@@ -446,9 +444,9 @@ def _assumption_lines(key: str, value: Any, indent: str = "  ") -> list[str]:
     if isinstance(value, list | tuple):
         if not value:
             return [f"{indent}{key}: none"]
-        items = [_wrap(f"- {_format(key, item)}", indent + "  ", indent + "    ") for item in value]
+        items = [wrap(f"- {_format(key, item)}", indent + "  ", indent + "    ") for item in value]
         return [f"{indent}{key}:", *items]
-    return [_wrap(f"{key}: {_format(key, value)}", indent, indent + "    ")]
+    return [wrap(f"{key}: {_format(key, value)}", indent, indent + "    ")]
 
 
 def _format(key: str, value: Any) -> str:
@@ -487,18 +485,6 @@ def _number(value: float) -> str:
     if math.isfinite(value) and value == int(value) and abs(value) < 1e15:
         return str(int(value))
     return f"{value:.6g}"
-
-
-def _wrap(text: str, indent: str = "", hang: str = "") -> str:
-    """``text`` wrapped to ``WIDTH`` columns, later lines indented by ``hang``."""
-    return textwrap.fill(
-        text,
-        width=WIDTH,
-        initial_indent=indent,
-        subsequent_indent=hang or indent,
-        break_on_hyphens=False,
-        break_long_words=False,
-    )
 
 
 def _unique(items: Iterable[str]) -> list[str]:

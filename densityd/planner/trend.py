@@ -38,18 +38,43 @@ def time_to_full(
     ``None`` for a resource whose demand is flat or falling, and for every resource when the
     trend has fewer than two points or spans less than ``min_span_seconds``.
     """
-    result: dict[Resource, float | None] = dict.fromkeys(RESOURCES)
+    times = times_to_full(trend, tuple(free.get(r) for r in RESOURCES), min_span_seconds)
+    return dict(zip(RESOURCES, times, strict=True))
+
+
+_NO_TREND: tuple[float | None, ...] = (None, None, None)
+
+
+def times_to_full(
+    trend: Sequence[TrendPoint], free: Sequence[float], min_span_seconds: float
+) -> tuple[float | None, ...]:
+    """``time_to_full`` as a tuple in ``RESOURCES`` order, for the fleet's hot loop.
+
+    ``slope`` inlined, with the times' mean and spread computed once for the three resources:
+    called per resource it was half the time of a 10,000-host fleet answer.
+    """
     if len(trend) < 2:
-        return result
+        return _NO_TREND
     times = [point.timestamp for point in trend]
     span = max(times) - min(times)
     if span < min_span_seconds or span <= 0:
-        return result
-    for resource in RESOURCES:
-        values = [point.demand.get(resource) for point in trend]
-        rate = slope(list(zip(times, values, strict=True)))
-        scale = max(1.0, max(abs(v) for v in values))
-        if rate is None or rate * span <= _FLAT * scale:
-            continue
-        result[resource] = free.get(resource) / rate
-    return result
+        return _NO_TREND
+    n = len(times)
+    mean_x = sum(times) / n
+    # Centred sums: timestamps are ~1.7e9, and raw sums of their squares lose the slope.
+    dx = [x - mean_x for x in times]
+    sxx = sum([d**2 for d in dx])
+    if sxx == 0:
+        return _NO_TREND
+    series = (
+        [point.demand.cpu for point in trend],
+        [point.demand.memory for point in trend],
+        [point.demand.disk for point in trend],
+    )
+    result: list[float | None] = []
+    for values, room in zip(series, free, strict=True):
+        mean_y = sum(values) / n
+        rate = sum([d * (y - mean_y) for d, y in zip(dx, values, strict=True)]) / sxx
+        scale = max(1.0, max(map(abs, values)))
+        result.append(None if rate * span <= _FLAT * scale else room / rate)
+    return tuple(result)
