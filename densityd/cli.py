@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import socket
 import sys
 import time
 import typing
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from tabulate import tabulate
@@ -28,12 +29,24 @@ from densityd.daemon import (
     log_found_sources,
     run_daemon,
 )
+from densityd.fleet_plan import FleetQuery, load_fleet
+from densityd.fleet_report import fleet_document, fleet_plan, fleet_table
 from densityd.model import Snapshot, WorkloadKind, WorkloadSample
+from densityd.packing_plan import (
+    PackingRequest,
+    PackingRequestError,
+    pack_request,
+    packing_document,
+    packing_request,
+    packing_table,
+)
+from densityd.planner.fleet import host_use
 from densityd.planner.model import View
-from densityd.planner.quantity import QuantityError, parse_profile
+from densityd.planner.quantity import QuantityError, parse_duration, parse_profile
 from densityd.planner.report import plan_table
 from densityd.planning import (
     KINDS,
+    PlanContext,
     PlanRequest,
     PlanRequestError,
     cpu_rates,
@@ -41,6 +54,7 @@ from densityd.planning import (
     plan_document,
     read_history,
 )
+from densityd.prometheus import PrometheusClient, PrometheusError, connection
 from densityd.sampler import SnapshotHolder
 from densityd.store import HISTORY_FILE, HistoryStore, StoreError
 from densityd.units import human_bytes
@@ -118,14 +132,17 @@ def _add_plan_parser(commands: Any) -> None:
         "plan",
         help="how many more containers or VMs of a shape fit, what binds, and when it fills",
         description="Plan from a fresh sample plus the local history (when the daemon has "
-        "recorded one); works with no daemon running.",
+        "recorded one); works with no daemon running. With --prometheus, plan every host "
+        "Prometheus scrapes densityd on instead. With --count, pack several shapes at once.",
     )
     shape = plan.add_mutually_exclusive_group()
     shape.add_argument(
         "--profile",
         metavar="SHAPE",
+        action="append",
         help="the shape of one more workload: cpu=0.5,memory=512Mi,disk=2Gi "
-        "(optionally NAME=...; keys cpu, memory, disk, image, vcpus)",
+        "(optionally NAME=...; keys cpu, memory, disk, image, vcpus). Repeatable: each "
+        "shape is planned, and packed together with --count",
     )
     shape.add_argument(
         "--like", metavar="NAME", help="the shape of an existing workload (its demand)"
@@ -156,7 +173,105 @@ def _add_plan_parser(commands: Any) -> None:
         default="table",
         help="output format (default: table)",
     )
+    _add_packing_flags(plan)
+    _add_fleet_flags(plan)
     _add_settings_flags(plan)
+
+
+def _add_packing_flags(plan: argparse.ArgumentParser) -> None:
+    group = plan.add_argument_group(
+        "packing several shapes at once (first-fit-decreasing, dot-product host score)"
+    )
+    group.add_argument(
+        "--count",
+        metavar="NAME=N",
+        action="append",
+        default=[],
+        help="how many of the --profile named NAME to place (repeatable), e.g. web=40",
+    )
+    group.add_argument(
+        "--packing-file",
+        metavar="FILE",
+        help="YAML file with the profiles, counts, kind and new host to pack "
+        "(see the README); --profile and --count add to it",
+    )
+    group.add_argument(
+        "--new-host",
+        metavar="SIZE",
+        help="the size of a new host, cpu=N,memory=SIZE,disk=SIZE: count how many the "
+        "copies that do not fit would need",
+    )
+
+
+def _add_fleet_flags(plan: argparse.ArgumentParser) -> None:
+    group = plan.add_argument_group(
+        "fleet: plan every host from Prometheus (or Thanos, Mimir, VictoriaMetrics)"
+    )
+    group.add_argument(
+        "--prometheus", metavar="URL", help="base URL of the Prometheus HTTP API to plan from"
+    )
+    group.add_argument(
+        "--selector",
+        metavar="SELECTOR",
+        help="label matchers for densityd's series, e.g. '{job=\"densityd\"}' (default: all)",
+    )
+    group.add_argument(
+        "--host-label",
+        metavar="LABEL",
+        help="the label that tells hosts apart (default: instance)",
+    )
+    group.add_argument(
+        "--rate-interval",
+        metavar="DURATION",
+        help="slice the CPU rate's percentile is taken over, at least 4 scrape intervals "
+        "(default: 1m; widened so the window holds at most 11,000 slices)",
+    )
+    group.add_argument(
+        "--no-subqueries",
+        action="store_true",
+        default=None,
+        help="compute the CPU percentile from range queries instead of a PromQL subquery "
+        "(done anyway when the server rejects subqueries)",
+    )
+    group.add_argument(
+        "--prometheus-bearer-token-file",
+        metavar="FILE",
+        help="send the token in FILE as an Authorization: Bearer header",
+    )
+    group.add_argument("--prometheus-username", metavar="NAME", help="HTTP basic auth user name")
+    group.add_argument(
+        "--prometheus-password-file", metavar="FILE", help="HTTP basic auth password, from FILE"
+    )
+    group.add_argument(
+        "--prometheus-ca-file", metavar="FILE", help="CA certificate(s) to verify the server with"
+    )
+    group.add_argument(
+        "--prometheus-insecure-skip-verify",
+        action="store_true",
+        default=None,
+        help="do not verify the server's TLS certificate",
+    )
+    group.add_argument(
+        "--prometheus-timeout",
+        metavar="SECONDS",
+        type=float,
+        help="timeout of one query in seconds (default: 30)",
+    )
+
+
+# The fleet flags that mean nothing without --prometheus.
+FLEET_ONLY_FLAGS: tuple[str, ...] = (
+    "selector",
+    "host_label",
+    "rate_interval",
+    "no_subqueries",
+    "prometheus_bearer_token_file",
+    "prometheus_username",
+    "prometheus_password_file",
+    "prometheus_ca_file",
+    "prometheus_insecure_skip_verify",
+    "prometheus_timeout",
+)
 
 
 def _settings_from_args(args: argparse.Namespace) -> Settings:
@@ -308,15 +423,48 @@ def sample_table(snapshot: Snapshot, cpu_percent: dict[str, float]) -> str:
 PLAN_CPU_WINDOW = 1.0
 
 
+def plan_views(args: argparse.Namespace) -> tuple[View, ...]:
+    """The views ``--view`` asks for."""
+    return (View.ALLOCATION, View.DEMAND) if args.view == "both" else (View(args.view),)
+
+
 def plan_request(args: argparse.Namespace) -> PlanRequest:
-    """The request the plan flags describe; ``QuantityError`` names a bad part."""
-    views = (View.ALLOCATION, View.DEMAND) if args.view == "both" else (View(args.view),)
+    """The request the plan flags describe for one profile (the first); ``QuantityError``
+    names a bad part."""
+    profiles = args.profile or []
     return PlanRequest(
-        profile=parse_profile(args.profile) if args.profile else None,
+        profile=parse_profile(profiles[0]) if profiles else None,
         like=args.like,
         kind=WorkloadKind(args.kind) if args.kind else None,
         compare=args.compare,
-        views=views,
+        views=plan_views(args),
+    )
+
+
+def plan_requests(args: argparse.Namespace, packing: PackingRequest | None) -> list[PlanRequest]:
+    """One request per shape asked about: each ``--profile``, or each shape to pack."""
+    if packing is not None:
+        if args.compare:
+            raise PackingRequestError("--compare and --count: pack one kind at a time (--kind)")
+        return [
+            PlanRequest(profile=profile, kind=packing.kind, views=plan_views(args))
+            for profile, _ in packing.shapes
+        ]
+    first = plan_request(args)
+    rest = [parse_profile(text) for text in (args.profile or [])[1:]]
+    return [first, *(replace(first, profile=profile) for profile in rest)]
+
+
+def plan_packing(args: argparse.Namespace) -> PackingRequest | None:
+    """The packing the flags ask for, ``None`` without ``--count`` or ``--packing-file``."""
+    if args.new_host and not (args.count or args.packing_file):
+        raise PackingRequestError("--new-host needs shapes to pack: --count NAME=N")
+    return packing_request(
+        [parse_profile(text) for text in args.profile or []],
+        args.count,
+        packing_file=args.packing_file,
+        kind=args.kind,
+        new_host=args.new_host,
     )
 
 
@@ -333,16 +481,28 @@ def open_history(settings: Settings) -> HistoryStore | None:
 
 
 def plan_command(settings: Settings, args: argparse.Namespace) -> int:
-    """Sample, read the history, plan, print; exit 2 for a request that cannot be answered."""
+    """Sample (or read Prometheus), plan, print; exit 2 for a request that cannot be answered.
+
+    Fleet mode exits 1 when Prometheus cannot be reached (or fails: HTTP 5xx), 2 when it
+    rejects the query (HTTP 4xx) or holds no densityd series.
+    """
     try:
-        request = plan_request(args)
-    except QuantityError as exc:
+        packing = plan_packing(args)
+        requests = plan_requests(args, packing)
+        if not args.prometheus:
+            given = [name for name in FLEET_ONLY_FLAGS if getattr(args, name) is not None]
+            if given:
+                flag = "--" + given[0].replace("_", "-")
+                raise PackingRequestError(f"{flag} needs --prometheus URL")
+    except (QuantityError, PackingRequestError) as exc:
         print(f"densityd plan: {exc}", file=sys.stderr)
         return 2
+    if args.prometheus:
+        return fleet_command(settings, args, requests, packing)
     first, second, data_dirs = take_samples(settings, PLAN_CPU_WINDOW)
     store = open_history(settings)
     try:
-        history = read_history(store, second.timestamp, settings)
+        history = read_history(store, second, settings)
     finally:
         if store is not None:
             store.close()
@@ -350,12 +510,113 @@ def plan_command(settings: Settings, args: argparse.Namespace) -> int:
         second, history, settings, data_dirs=data_dirs, rates=cpu_rates(first, second)
     )
     try:
-        document = plan_document(context, request)
+        document = _local_document(context, requests)
+        if packing is not None:
+            views = plan_views(args)
+            use = host_use(
+                socket.gethostname(), context.inputs(packing.kind), views, context.settings
+            )
+            result = pack_request([use], packing, views, context.settings)
+            document["packing"] = packing_document(result, packing, views)
     except PlanRequestError as exc:
         print(f"densityd plan: {exc}", file=sys.stderr)
         return 2
     if args.output == "json":
         print(json.dumps(document, indent=2))
     else:
-        print(plan_table(document))
+        text = plan_table(document)
+        if "packing" in document:
+            text += "\n" + packing_table(document["packing"], hosts=1)
+        print(text)
     return 0
+
+
+def _local_document(context: PlanContext, requests: list[PlanRequest]) -> dict[str, Any]:
+    """The ``densityd.plan/v1`` document of one or more requests: their answers together."""
+    document = plan_document(context, requests[0])
+    for request in requests[1:]:
+        document["answers"].extend(plan_document(context, request)["answers"])
+    return document
+
+
+def fleet_command(
+    settings: Settings,
+    args: argparse.Namespace,
+    requests: list[PlanRequest],
+    packing: PackingRequest | None,
+) -> int:
+    """Plan every host Prometheus shows; exit status as ``plan_command`` says."""
+    try:
+        conn = connection(
+            args.prometheus,
+            bearer_token_file=args.prometheus_bearer_token_file,
+            username=args.prometheus_username,
+            password_file=args.prometheus_password_file,
+            ca_file=args.prometheus_ca_file,
+            insecure=bool(args.prometheus_insecure_skip_verify),
+            timeout=args.prometheus_timeout if args.prometheus_timeout is not None else 30.0,
+        )
+        query = FleetQuery(
+            selector=args.selector or "",
+            host_label=args.host_label or "instance",
+            window_seconds=settings.window_seconds,
+            rate_interval_seconds=_rate_interval(args.rate_interval),
+            percentile=settings.percentile_fraction,
+            subqueries=not args.no_subqueries,
+        )
+    except PrometheusError as exc:
+        print(f"densityd plan: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ValueError as exc:  # QuantityError included
+        print(f"densityd plan: {exc}", file=sys.stderr)
+        return 2
+    with PrometheusClient(conn) as client:
+        try:
+            fleet = load_fleet(client, query, settings.plan_settings(), time.time())
+        except PrometheusError as exc:
+            print(f"densityd plan: {exc}", file=sys.stderr)
+            return exc.exit_code
+    views = plan_views(args)
+    try:
+        found, origins = fleet_plan(fleet, requests)
+    except PlanRequestError as exc:
+        print(f"densityd plan: {exc}", file=sys.stderr)
+        return 2
+    source = {
+        "prometheus": conn.url,
+        "selector": query.selector,
+        "host_label": query.host_label,
+        "window": settings.window,
+    }
+    document = fleet_document(
+        fleet, found, origins, source=source, compare=any(r.compare for r in requests)
+    )
+    if settings.capacity is not None or settings.scopes:
+        document["assumptions"]["notes"].append(
+            "capacity and scopes of this command do not apply: each host plans with its own"
+        )
+    if packing is not None:
+        uses = [
+            host_use(host.name, host.inputs[packing.kind], views, fleet.settings)
+            for host in fleet.hosts
+        ]
+        result = pack_request(uses, packing, views, fleet.settings)
+        document["packing"] = packing_document(result, packing, views)
+    if args.output == "json":
+        print(json.dumps(document, indent=2))
+    else:
+        text = fleet_table(document)
+        if "packing" in document:
+            text += "\n" + packing_table(document["packing"], hosts=len(fleet.hosts))
+        print(text)
+    return 0
+
+
+def _rate_interval(text: str | None) -> float:
+    """``--rate-interval`` in seconds (1 minute when not given)."""
+    if text is None:
+        return 60.0
+    try:
+        return parse_duration(text)
+    except QuantityError as exc:
+        raise QuantityError(exc.problem, option="--rate-interval") from None

@@ -3,6 +3,11 @@
 At each snapshot the configured profiles (default: the median container and the median VM)
 are planned against the local history and exported as ``densityd_plan_*`` gauges;
 ``/api/v1/plan`` answers any profile on demand from the same snapshot and history.
+
+What each plan is made against is exported too (``PlanBasis``): per kind the capacity total
+and the host's measured use, the declared resources, the scope globs, the data disk of each
+kind and the overheads measured here, so that ``densityd plan --prometheus`` can rebuild this
+host's planner inputs from Prometheus and answer as the host itself would.
 """
 
 from __future__ import annotations
@@ -10,15 +15,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from densityd.config import Settings
 from densityd.model import Snapshot, WorkloadKind
-from densityd.planner.model import Answer, Profile, Resource
+from densityd.planner.model import RESOURCES, Answer, Profile, Resource
 from densityd.planner.quantity import parse_profile
 from densityd.planning import (
+    KINDS,
     PlanContext,
     PlanRequest,
     cpu_rates,
@@ -31,6 +38,58 @@ from densityd.planning import (
 from densityd.store import HistoryStore
 
 log = logging.getLogger("densityd.plan")
+
+# The per-kind overheads a plan measures on the host, by item: exported only when measured.
+SHIM_ITEM = "shim"
+QEMU_BASE_ITEM = "qemu_base"
+
+
+@dataclass(frozen=True, slots=True)
+class PlanBasis:
+    """What one pass's plans were made against, as the ``densityd_plan_*`` basis gauges.
+
+    ``capacity`` and ``used`` per kind are ``HostCapacity.total`` and ``.used`` of that
+    kind's planner inputs (the kinds differ in their data disk); ``disks`` the path and
+    device of each kind's data disk; ``overheads`` the measured per-kind overheads,
+    ``(kind, item, bytes)``.
+    """
+
+    capacity: tuple[tuple[WorkloadKind, Resource, float], ...]
+    used: tuple[tuple[WorkloadKind, Resource, float], ...]
+    declared: tuple[Resource, ...]
+    scopes: tuple[str, ...]
+    disks: tuple[tuple[WorkloadKind, str, int], ...]
+    overheads: tuple[tuple[WorkloadKind, str, float], ...]
+
+
+def plan_basis(context: PlanContext) -> PlanBasis:
+    """The basis of every plan made from ``context``; ``PlanRequestError`` without a host."""
+    capacity: list[tuple[WorkloadKind, Resource, float]] = []
+    used: list[tuple[WorkloadKind, Resource, float]] = []
+    for kind in KINDS:
+        host = context.inputs(kind).host
+        for resource in RESOURCES:
+            capacity.append((kind, resource, host.total.get(resource)))
+            if resource is not Resource.CPU:  # CPU use is not measured: always 0
+                used.append((kind, resource, host.used.get(resource)))
+    settings = context.settings
+    overheads: list[tuple[WorkloadKind, str, float]] = []
+    if settings.shim_measured:
+        overheads.append((WorkloadKind.CONTAINER, SHIM_ITEM, settings.container_shim_bytes))
+    if settings.qemu_calibrated:
+        overheads.append((WorkloadKind.VM, QEMU_BASE_ITEM, settings.qemu_base_bytes))
+    return PlanBasis(
+        capacity=tuple(capacity),
+        used=tuple(used),
+        declared=tuple(r for r in RESOURCES if r in context.declared),
+        scopes=context.scopes,
+        disks=tuple(
+            (kind, disk.path, disk.device)
+            for kind, disk in context.disks.items()
+            if disk is not None
+        ),
+        overheads=tuple(overheads),
+    )
 
 
 class LivePlan:
@@ -52,6 +111,7 @@ class LivePlan:
         self._previous: Snapshot | None = None
         self._context: PlanContext | None = None
         self._answers: tuple[Answer, ...] = ()
+        self._basis: PlanBasis | None = None
 
     def update(self, snapshot: Snapshot) -> None:
         """Replan for a new snapshot; a failure is logged and leaves the gauges empty."""
@@ -60,16 +120,18 @@ class LivePlan:
             found: list[Answer] = []
             for request in self._requests():
                 found.extend(plan_answers(context, request))
+            basis: PlanBasis | None = plan_basis(context)
         except Exception:  # never let planning take the sampler down with it
             log.exception("planning failed for this pass")
-            context, found = None, []
+            context, found, basis = None, [], None
         with self._lock:
             self._previous = snapshot
             self._context = context
             self._answers = tuple(found)
+            self._basis = basis
 
     def _build_context(self, snapshot: Snapshot) -> PlanContext:
-        history = read_history(self._store(), snapshot.timestamp, self._settings)
+        history = read_history(self._store(), snapshot, self._settings)
         return plan_context(
             snapshot,
             history,
@@ -96,13 +158,74 @@ class LivePlan:
 
     def describe(self) -> Iterator[Metric]:
         """The plan families, without samples."""
-        return self._families(())
+        yield from self._families(())
+        yield from self._basis_families(None)
 
     def collect(self) -> Iterator[Metric]:
-        """Slots left, time to full, and usable/used/free per kind and view."""
+        """Slots left, time to full, usable/used/free per kind and view, and the basis."""
         with self._lock:
-            found = self._answers
-        return self._families(found)
+            found, basis = self._answers, self._basis
+        yield from self._families(found)
+        yield from self._basis_families(basis)
+
+    @staticmethod
+    def _basis_families(basis: PlanBasis | None) -> Iterator[Metric]:
+        """What the plans were made against (``PlanBasis``), for the fleet planner."""
+        cores = GaugeMetricFamily(
+            "densityd_plan_capacity_cores",
+            "CPU cores plans count as the host's total (declared with capacity, else measured).",
+            labels=["kind"],
+        )
+        capacity = GaugeMetricFamily(
+            "densityd_plan_capacity_bytes",
+            "Memory, and the disk holding the kind's data, plans count as the host's total "
+            "(declared with capacity, else measured).",
+            labels=["kind", "resource"],
+        )
+        used = GaugeMetricFamily(
+            "densityd_plan_host_used_bytes",
+            "The host's measured use that plans start from: memory total minus available, "
+            "the data disk's size minus its free space.",
+            labels=["kind", "resource"],
+        )
+        declared = GaugeMetricFamily(
+            "densityd_plan_declared",
+            "1 for each resource whose capacity is declared (capacity setting).",
+            labels=["resource"],
+        )
+        scope = GaugeMetricFamily(
+            "densityd_plan_scope",
+            "1 for each glob on workload names or IDs that limits which workloads plans count.",
+            labels=["glob"],
+        )
+        disk = GaugeMetricFamily(
+            "densityd_plan_data_disk_info",
+            "1 for the filesystem each kind's disks go to: its path and device number.",
+            labels=["kind", "path", "device"],
+        )
+        overhead = GaugeMetricFamily(
+            "densityd_plan_measured_overhead_bytes",
+            "Per-kind overhead measured on this host: the containerd shims' median resident "
+            "set (item shim), QEMU's base overhead calibrated from VMs (item qemu_base).",
+            labels=["kind", "item"],
+        )
+        if basis is not None:
+            for kind, resource, value in basis.capacity:
+                if resource is Resource.CPU:
+                    cores.add_metric([str(kind)], value)
+                else:
+                    capacity.add_metric([str(kind), str(resource)], value)
+            for kind, resource, value in basis.used:
+                used.add_metric([str(kind), str(resource)], value)
+            for resource in basis.declared:
+                declared.add_metric([str(resource)], 1.0)
+            for glob in basis.scopes:
+                scope.add_metric([glob], 1.0)
+            for kind, path, device in basis.disks:
+                disk.add_metric([str(kind), path, str(device)], 1.0)
+            for kind, item, value in basis.overheads:
+                overhead.add_metric([str(kind), item], value)
+        yield from (cores, capacity, used, declared, scope, disk, overhead)
 
     @staticmethod
     def _families(found: Sequence[Answer]) -> Iterator[Metric]:

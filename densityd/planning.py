@@ -101,14 +101,19 @@ def cpu_rates(first: Snapshot | None, second: Snapshot) -> dict[str, float]:
     return rates
 
 
-def read_history(store: HistoryStore | None, now: float, settings: Settings) -> History:
-    """The history summaries over the window, or an empty history saying why there is none."""
+def read_history(store: HistoryStore | None, snapshot: Snapshot, settings: Settings) -> History:
+    """The history summaries over the window, or an empty history saying why there is none.
+
+    The trend sums only the workloads in scope, as they are the ones the plan counts.
+    """
     if store is None:
         return NO_HISTORY
+    now = snapshot.timestamp
     since = now - settings.window_seconds
+    keys = [(str(w.kind), w.id) for w in snapshot.workloads if in_scope(w, settings.scopes)]
     try:
         summaries = store.workload_history(since, settings.percentile_fraction)
-        trend = tuple(store.trend(since))
+        trend = tuple(store.trend(since, keys if settings.scopes else None))
         oldest = store.oldest_timestamp()
     except StoreError as exc:
         log.warning("history cannot be read, planning from the fresh sample only: %s", exc)

@@ -1,0 +1,679 @@
+"""Rebuild every host's planner inputs from Prometheus, as each host builds its own.
+
+Each densityd exports what its plans are made against (``densityd_plan_capacity_*``,
+``densityd_plan_host_used_bytes``, ``densityd_plan_declared``, ``densityd_plan_scope``,
+``densityd_plan_data_disk_info``, ``densityd_plan_measured_overhead_bytes``) next to its
+workloads' series. From those this module makes one ``PlanInputs`` per host and kind, the
+same way ``planning.PlanContext.inputs`` does from a local sample and history:
+
+- hosts are told apart by one label (``instance`` by default), series chosen by a selector;
+- a workload's demand comes from PromQL over the window: CPU as the percentile of its rate
+  (``quantile_over_time`` over a subquery of ``rate()`` on slices of the rate interval),
+  memory as ``max_over_time`` plus the buffer, disk as now plus its growth since the
+  window's minimum (``min_over_time``); limits and footprints as they are now;
+- where the engine rejects subqueries, the rate and the first-seen time come from range
+  queries and the percentile is computed here, the way ``quantile_over_time`` does;
+- only workloads in the host's own scope count, and a kind's disk holds only the workloads
+  whose data lives on that filesystem;
+- the trend for the time to full sums, per hour (a day past 48 h), the in-scope workloads'
+  mean CPU rate, maximum memory and last disk bytes, as the local history does.
+
+The fleet's assumptions (reserve, ratios, target fill, percentile, window) are the caller's;
+the per-kind overheads the hosts measured (the containerd shim, QEMU's base) are taken as
+their median over the fleet, since a shape must cost the same on every host to be packed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from densityd.live_plan import QEMU_BASE_ITEM, SHIM_ITEM
+from densityd.model import WorkloadKind, WorkloadSample
+from densityd.planner.demand import whole_vcpus
+from densityd.planner.model import (
+    RESOURCES,
+    HostCapacity,
+    PlanInputs,
+    PlanSettings,
+    Resource,
+    Resources,
+    TrendPoint,
+    WorkloadDemand,
+)
+from densityd.planning import KINDS, in_scope
+from densityd.prometheus import (
+    Connection,
+    PrometheusError,
+    PrometheusQueryError,
+    Sample,
+    Series,
+)
+from densityd.units import human_bytes, human_duration
+
+# The series the fleet planner reads, for the error that says none were found.
+BASIS_METRICS: tuple[str, ...] = (
+    "densityd_plan_capacity_cores",
+    "densityd_plan_capacity_bytes",
+    "densityd_plan_host_used_bytes",
+    "densityd_plan_declared",
+    "densityd_plan_scope",
+    "densityd_plan_data_disk_info",
+    "densityd_plan_measured_overhead_bytes",
+)
+WORKLOAD_METRICS: tuple[str, ...] = (
+    "densityd_workload_info",
+    "densityd_workload_cpu_limit_cores",
+    "densityd_workload_memory_bytes",
+    "densityd_workload_memory_limit_bytes",
+    "densityd_workload_disk_bytes",
+    "densityd_workload_disk_limit_bytes",
+)
+CPU_COUNTER = "densityd_workload_cpu_seconds_total"
+MEMORY = "densityd_workload_memory_bytes"
+DISK = "densityd_workload_disk_bytes"
+
+# A VM's libvirt states in which its QEMU process runs (sources.libvirt.ACTIVE_STATES, by the
+# names densityd_workload_info carries); a container runs only in "running".
+VM_RUNNING_STATES = frozenset({"running", "blocked", "paused", "shutdown", "pmsuspended"})
+
+# Prometheus refuses range queries of more than 11,000 points; subqueries are held to it too,
+# so a long window widens the rate's slices rather than making huge answers.
+MAX_POINTS = 11_000
+HOUR = 3600.0
+DAY = 86400.0
+# The local history's trend is hourly while its hourly rows last (48 h), else daily.
+HOURLY_TREND_SECONDS = 48 * HOUR
+
+_LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class QueryClient(Protocol):
+    """What the fleet planner needs of a client: ``prometheus.PrometheusClient``'s queries."""
+
+    @property
+    def conn(self) -> Connection:
+        """Where the server is (for messages)."""
+
+    def query(self, promql: str, at: float) -> list[Sample]:
+        """An instant query's vector."""
+
+    def query_range(self, promql: str, start: float, end: float, step: float) -> list[Series]:
+        """A range query's matrix."""
+
+
+class FleetError(PrometheusError):
+    """What Prometheus holds cannot be planned on: no hosts, or series missing."""
+
+
+@dataclass(frozen=True, slots=True)
+class FleetQuery:
+    """What to read: which series (``selector``), how hosts are told apart, over what window.
+
+    ``rate_interval`` is the slice the CPU rate is taken over (``rate(x[1m])``), at least
+    four scrape intervals; ``subqueries`` off computes the percentile from range queries.
+    """
+
+    selector: str = ""
+    host_label: str = "instance"
+    window_seconds: float = 14 * DAY
+    rate_interval_seconds: float = 60.0
+    percentile: float = 0.95
+    subqueries: bool = True
+
+    def __post_init__(self) -> None:
+        matchers(self.selector)
+        if not _LABEL_NAME.fullmatch(self.host_label):
+            raise ValueError(f"--host-label: {self.host_label!r} is not a label name")
+        if not 0 < self.percentile <= 1:
+            raise ValueError(f"percentile {self.percentile} is not in (0, 1]")
+
+    @property
+    def step_seconds(self) -> float:
+        """The rate's slice: the rate interval, widened to keep the window within MAX_POINTS."""
+        return float(
+            max(math.ceil(self.rate_interval_seconds), math.ceil(self.window_seconds / MAX_POINTS))
+        )
+
+    @property
+    def trend_seconds(self) -> float:
+        """The trend's period: an hour within 48 h, else a day (as the local history)."""
+        return HOUR if self.window_seconds <= HOURLY_TREND_SECONDS else DAY
+
+
+def matchers(selector: str) -> str:
+    """The label matchers inside a selector: ``{job="densityd"}`` -> ``job="densityd"``.
+
+    The braces may be left out; an empty selector matches every series. Prometheus checks
+    the matchers themselves (a bad one is its 400, with its parse error).
+    """
+    text = selector.strip()
+    if text.startswith("{") != text.endswith("}"):
+        raise ValueError(f'--selector: {selector!r} has unbalanced braces (example: {{job="x"}})')
+    if text.startswith("{"):
+        text = text[1:-1].strip()
+    if "{" in text or "}" in text:
+        raise ValueError(f'--selector: {selector!r} is not one selector (example: {{job="x"}})')
+    return text.rstrip(",").strip()
+
+
+def series(metric: str, selector: str) -> str:
+    """``metric{matchers}`` for one metric name."""
+    inner = matchers(selector)
+    return f"{metric}{{{inner}}}" if inner else metric
+
+
+def series_of(metrics: Sequence[str], selector: str) -> str:
+    """One selector for several metric names: ``{__name__=~"a|b",matchers}``."""
+    names = "|".join(re.escape(m) for m in metrics)
+    inner = matchers(selector)
+    return f'{{__name__=~"{names}"{"," + inner if inner else ""}}}'
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a PromQL duration, whole seconds rounded up: ``300s``."""
+    return f"{max(1, math.ceil(seconds))}s"
+
+
+@dataclass(frozen=True, slots=True)
+class Queries:
+    """The PromQL the fleet planner sends, built from a ``FleetQuery``."""
+
+    query: FleetQuery
+
+    @property
+    def basis(self) -> str:
+        """Every host's plan basis, in one instant query."""
+        return series_of(BASIS_METRICS, self.query.selector)
+
+    @property
+    def workloads(self) -> str:
+        """Every workload's metadata, limits and footprints now, in one instant query."""
+        return series_of(WORKLOAD_METRICS, self.query.selector)
+
+    @property
+    def memory_max(self) -> str:
+        """Each workload's largest memory footprint over the window."""
+        window = duration(self.query.window_seconds)
+        return f"max_over_time({series(MEMORY, self.query.selector)}[{window}])"
+
+    @property
+    def disk_min(self) -> str:
+        """Each workload's smallest disk footprint over the window (its growth's start)."""
+        window = duration(self.query.window_seconds)
+        return f"min_over_time({series(DISK, self.query.selector)}[{window}])"
+
+    @property
+    def cpu_rate(self) -> str:
+        """Each workload's CPU rate over one slice: what the percentile is taken of."""
+        step = duration(self.query.step_seconds)
+        return f"rate({series(CPU_COUNTER, self.query.selector)}[{step}])"
+
+    @property
+    def cpu_percentile(self) -> str:
+        """The percentile of each workload's CPU rate over the window (a subquery)."""
+        return (
+            f"quantile_over_time({self.query.percentile:g}, "
+            f"{self.cpu_rate}[{self._subquery_range}])"
+        )
+
+    @property
+    def seen(self) -> str:
+        """When each workload's memory was sampled: the first one gives its history's span."""
+        return f"timestamp({series(MEMORY, self.query.selector)})"
+
+    @property
+    def first_seen(self) -> str:
+        """When each workload was first sampled within the window (a subquery)."""
+        return f"min_over_time({self.seen}[{self._subquery_range}])"
+
+    def trend(self) -> dict[Resource, str]:
+        """Per resource, each workload's share of the trend over one trend period."""
+        period = duration(self.query.trend_seconds)
+        sel = self.query.selector
+        return {
+            Resource.CPU: f"rate({series(CPU_COUNTER, sel)}[{period}])",
+            Resource.MEMORY: f"max_over_time({series(MEMORY, sel)}[{period}])",
+            Resource.DISK: f"last_over_time({series(DISK, sel)}[{period}])",
+        }
+
+    @property
+    def _subquery_range(self) -> str:
+        return f"{duration(self.query.window_seconds)}:{duration(self.query.step_seconds)}"
+
+
+def quantile(phi: float, values: Sequence[float]) -> float | None:
+    """The ``phi`` quantile as PromQL's ``quantile_over_time`` computes it; ``None`` if empty.
+
+    Sorted values, rank ``phi * (n - 1)``, linear interpolation between its neighbours.
+    """
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = phi * (len(ordered) - 1)
+    lower = max(0, math.floor(rank))
+    upper = min(len(ordered) - 1, lower + 1)
+    weight = rank - lower
+    return ordered[lower] * (1 - weight) + ordered[upper] * weight
+
+
+WorkloadKey = tuple[str, str, str]  # host, kind, id
+
+
+@dataclass(frozen=True, slots=True)
+class FleetHost:
+    """One host as Prometheus shows it: its planner inputs per kind, and what they came from.
+
+    ``demands`` are its workloads in scope (each with its own disk, before a kind's inputs
+    leave out the disks on another filesystem); ``workloads`` counts all of them.
+    """
+
+    name: str
+    inputs: Mapping[WorkloadKind, PlanInputs]
+    demands: tuple[WorkloadDemand, ...]
+    declared: tuple[Resource, ...]
+    scopes: tuple[str, ...]
+    workloads: int
+    history_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """Every host found, the settings to plan them with, and notes on how they were read."""
+
+    hosts: tuple[FleetHost, ...]
+    settings: PlanSettings
+    timestamp: float
+    notes: tuple[str, ...]
+    subqueries: bool
+
+    def inputs(self, kind: WorkloadKind) -> list[tuple[str, PlanInputs]]:
+        """``(host, inputs)`` of every host for one kind, for ``fleet.fleet_answers``."""
+        return [(host.name, host.inputs[kind]) for host in self.hosts]
+
+    @property
+    def demands(self) -> tuple[WorkloadDemand, ...]:
+        """Every host's workloads in scope."""
+        return tuple(d for host in self.hosts for d in host.demands)
+
+
+@dataclass
+class _Workload:
+    """What the queries said about one workload, gathered before it becomes a demand."""
+
+    kind: WorkloadKind
+    id: str
+    name: str = ""
+    image: str = ""
+    state: str = ""
+    values: dict[str, float] | None = None
+    memory_max: float | None = None
+    disk_min: float | None = None
+    cpu: float | None = None
+    first_seen: float | None = None
+
+    def value(self, metric: str) -> float | None:
+        return None if self.values is None else self.values.get(metric)
+
+
+@dataclass
+class _Basis:
+    """What one host's plan basis series said."""
+
+    capacity: dict[tuple[str, str], float]
+    used: dict[tuple[str, str], float]
+    declared: set[str]
+    scopes: list[str]
+    disks: dict[str, tuple[str, str]]
+    overheads: dict[tuple[str, str], float]
+
+
+def load_fleet(client: QueryClient, query: FleetQuery, settings: PlanSettings, now: float) -> Fleet:
+    """Every host's planner inputs, read from Prometheus at ``now``.
+
+    ``FleetError`` (exit 2) when no host's plan basis is found, naming the metrics looked
+    for; ``PrometheusError`` for the server's own failures.
+    """
+    queries = Queries(query)
+    notes: list[str] = []
+    label = query.host_label
+    bases = _bases(client.query(queries.basis, now), label, client, query)
+    workloads, unlabelled = _workloads(client.query(queries.workloads, now), label)
+    if not bases:
+        raise _no_hosts(client, query, len(workloads) + unlabelled)
+    orphans = sorted({host for host, _, _ in workloads} - set(bases))
+    if orphans:
+        notes.append(
+            f"left out, workload series but no plan basis ({', '.join(BASIS_METRICS[:2])}): "
+            f"{', '.join(orphans)}; is densityd there older, or has its planning failed?"
+        )
+    if unlabelled:
+        notes.append(f"{unlabelled} workload series without a {label!r} label left out")
+    _merge(workloads, client.query(queries.memory_max, now), label, "memory_max")
+    _merge(workloads, client.query(queries.disk_min, now), label, "disk_min")
+    subqueries = query.subqueries
+    if subqueries:
+        try:
+            _merge(workloads, client.query(queries.cpu_percentile, now), label, "cpu")
+            _merge(workloads, client.query(queries.first_seen, now), label, "first_seen")
+        except PrometheusQueryError as exc:
+            if exc.status != 400:
+                raise
+            subqueries = False
+            notes.append(
+                f"the server rejected a subquery ({exc.error or exc}): the CPU percentile was "
+                "computed here from range queries"
+            )
+    if not subqueries:
+        start = now - query.window_seconds
+        step = query.step_seconds
+        rates = client.query_range(queries.cpu_rate, start + step, now, step)
+        _merge_series(workloads, rates, label, "cpu", lambda p: quantile(query.percentile, p))
+        seen = client.query_range(queries.seen, start + step, now, step)
+        _merge_series(workloads, seen, label, "first_seen", lambda p: min(p, default=None))
+    trends = _trends(client, queries, now, label)
+    hosts = []
+    for name in sorted(bases):
+        mine = {k: w for k, w in workloads.items() if k[0] == name}
+        hosts.append(_host(name, bases[name], mine, trends, settings, now))
+    plan_settings, overhead_notes = fleet_settings(settings, [b.overheads for b in bases.values()])
+    notes.extend(overhead_notes)
+    notes.insert(
+        0,
+        f"demand from Prometheus over {human_duration(query.window_seconds)}: CPU the "
+        f"p{query.percentile * 100:g} of the rate over {human_duration(query.step_seconds)} "
+        f"slices, memory the window's maximum + {plan_settings.memory_buffer * 100:g} %, disk "
+        "now + growth since the window's minimum",
+    )
+    return Fleet(
+        hosts=tuple(hosts),
+        settings=plan_settings,
+        timestamp=now,
+        notes=tuple(notes),
+        subqueries=subqueries,
+    )
+
+
+def fleet_settings(
+    settings: PlanSettings, overheads: Iterable[Mapping[tuple[str, str], float]]
+) -> tuple[PlanSettings, list[str]]:
+    """``settings`` with the per-kind overheads the hosts measured: the fleet's median.
+
+    ``overheads`` holds per host ``{(kind, item): bytes}`` as
+    ``densityd_plan_measured_overhead_bytes`` gives it.
+    """
+    shims: list[float] = []
+    qemu: list[float] = []
+    for measured in overheads:
+        if (shim := measured.get((str(WorkloadKind.CONTAINER), SHIM_ITEM))) is not None:
+            shims.append(shim)
+        if (base := measured.get((str(WorkloadKind.VM), QEMU_BASE_ITEM))) is not None:
+            qemu.append(base)
+    notes: list[str] = []
+    if shims:
+        shim = float(statistics.median(shims))
+        settings = replace(settings, container_shim_bytes=shim, shim_measured=True)
+        notes.append(f"containerd shim: median of {len(shims)} host(s) {human_bytes(shim)}")
+    if qemu:
+        base = float(statistics.median(qemu))
+        settings = replace(settings, qemu_base_bytes=base, qemu_calibrated=True)
+        notes.append(f"QEMU base overhead: median of {len(qemu)} host(s) {human_bytes(base)}")
+    return settings, notes
+
+
+def _bases(
+    samples: Sequence[Sample], label: str, client: QueryClient, query: FleetQuery
+) -> dict[str, _Basis]:
+    """Each host's plan basis; ``FleetError`` naming what was looked for when there is none."""
+    bases: dict[str, _Basis] = {}
+    unlabelled = 0
+    for sample in samples:
+        host = sample.labels.get(label)
+        if host is None:
+            unlabelled += 1
+            continue
+        basis = bases.setdefault(host, _Basis({}, {}, set(), [], {}, {}))
+        name, labels = sample.labels.get("__name__", ""), sample.labels
+        kind, resource = labels.get("kind", ""), labels.get("resource", "")
+        if name == "densityd_plan_capacity_cores":
+            basis.capacity[(kind, str(Resource.CPU))] = sample.value
+        elif name == "densityd_plan_capacity_bytes":
+            basis.capacity[(kind, resource)] = sample.value
+        elif name == "densityd_plan_host_used_bytes":
+            basis.used[(kind, resource)] = sample.value
+        elif name == "densityd_plan_declared":
+            basis.declared.add(resource)
+        elif name == "densityd_plan_scope" and labels.get("glob"):
+            basis.scopes.append(labels["glob"])
+        elif name == "densityd_plan_data_disk_info":
+            basis.disks[kind] = (labels.get("path", ""), labels.get("device", ""))
+        elif name == "densityd_plan_measured_overhead_bytes":
+            basis.overheads[(kind, labels.get("item", ""))] = sample.value
+    # A host is one whose capacity is known; the other basis series alone say too little.
+    complete = {
+        host: basis
+        for host, basis in bases.items()
+        if all((str(k), str(r)) in basis.capacity for k in KINDS for r in RESOURCES)
+    }
+    if complete or (not bases and not unlabelled):
+        return complete
+    where = f"{client.conn.url}" + (f" with selector {query.selector}" if query.selector else "")
+    if unlabelled:
+        raise FleetError(
+            f"the plan basis series at {where} have no {label!r} label to tell hosts apart "
+            "(--host-label names it)"
+        )
+    raise FleetError(
+        f"no host at {where} has both densityd_plan_capacity_cores and "
+        "densityd_plan_capacity_bytes for every kind; is its densityd older than these series?"
+    )
+
+
+def _no_hosts(client: QueryClient, query: FleetQuery, workloads: int) -> FleetError:
+    """The error for a Prometheus that holds no plan basis: what was looked for, and where."""
+    where = f"{client.conn.url}" + (f" with selector {query.selector}" if query.selector else "")
+    looked = ", ".join(BASIS_METRICS[:3])
+    if workloads:
+        return FleetError(
+            f"no densityd plan basis at {where}: series of {workloads} workloads "
+            f"({WORKLOAD_METRICS[0]}, ...) but none of {looked}; these come from a densityd "
+            "that exports them (this version), after its first pass"
+        )
+    return FleetError(
+        f"no densityd series at {where}: looked for {looked} and "
+        f"{', '.join(WORKLOAD_METRICS[:2])}, found none. Is Prometheus scraping densityd, "
+        "and does --selector match its job?"
+    )
+
+
+def _workloads(samples: Sequence[Sample], label: str) -> tuple[dict[WorkloadKey, _Workload], int]:
+    """Each workload's info and current values, keyed by host, kind and ID."""
+    found: dict[WorkloadKey, _Workload] = {}
+    unlabelled = 0
+    for sample in samples:
+        labels = sample.labels
+        host, kind, ident = labels.get(label), labels.get("kind"), labels.get("id")
+        if host is None:
+            unlabelled += 1
+            continue
+        if kind not in {str(k) for k in KINDS} or not ident:
+            continue
+        workload = found.setdefault(
+            (host, kind, ident), _Workload(kind=WorkloadKind(kind), id=ident)
+        )
+        metric = labels.get("__name__", "")
+        if metric == "densityd_workload_info":
+            workload.name = labels.get("name", "")
+            workload.image = labels.get("image", "")
+            workload.state = labels.get("state", "")
+        else:
+            if workload.values is None:
+                workload.values = {}
+            workload.values[metric] = sample.value
+    # Only workloads densityd lists now count: a footprint without info is a series past.
+    return {key: w for key, w in found.items() if w.state}, unlabelled
+
+
+def _key(labels: Mapping[str, str], label: str) -> WorkloadKey | None:
+    host, kind, ident = labels.get(label), labels.get("kind"), labels.get("id")
+    if host is None or kind is None or ident is None:
+        return None
+    return host, kind, ident
+
+
+def _merge(
+    workloads: dict[WorkloadKey, _Workload], samples: Sequence[Sample], label: str, field: str
+) -> None:
+    """Set ``field`` of each known workload from an instant vector."""
+    for sample in samples:
+        key = _key(sample.labels, label)
+        if key is not None and key in workloads:
+            setattr(workloads[key], field, sample.value)
+
+
+def _merge_series(
+    workloads: dict[WorkloadKey, _Workload],
+    found: Sequence[Series],
+    label: str,
+    field: str,
+    reduce: Callable[[list[float]], float | None],
+) -> None:
+    """Set ``field`` of each known workload from its range series, reduced here."""
+    for item in found:
+        key = _key(item.labels, label)
+        if key is not None and key in workloads:
+            value = reduce([v for _, v in item.points])
+            if value is not None:
+                setattr(workloads[key], field, value)
+
+
+_Trends = dict[WorkloadKey, dict[float, list[float]]]
+
+
+def _trends(client: QueryClient, queries: Queries, now: float, label: str) -> _Trends:
+    """Each workload's ``[cpu, memory, disk]`` per trend period end; none within one period."""
+    period = queries.query.trend_seconds
+    if queries.query.window_seconds < period:
+        return {}  # one point at most: no trend
+    start = now - queries.query.window_seconds
+    found: _Trends = defaultdict(dict)
+    for index, (_, promql) in enumerate(queries.trend().items()):
+        for item in client.query_range(promql, start, now, period):
+            key = _key(item.labels, label)
+            if key is None:
+                continue
+            for timestamp, value in item.points:
+                found[key].setdefault(timestamp, [0.0, 0.0, 0.0])[index] = value
+    return found
+
+
+def _host(
+    name: str,
+    basis: _Basis,
+    workloads: Mapping[WorkloadKey, _Workload],
+    trends: _Trends,
+    settings: PlanSettings,
+    now: float,
+) -> FleetHost:
+    """One host's planner inputs per kind, as ``PlanContext.inputs`` makes them locally."""
+    scopes = tuple(sorted(basis.scopes))
+    images = frozenset(w.image for w in workloads.values() if w.image)
+    kept = {
+        key: w
+        for key, w in sorted(workloads.items())
+        if in_scope(WorkloadSample(kind=w.kind, id=w.id, name=w.name), scopes)
+    }
+    demands = tuple(_demand(w, settings, now) for w in kept.values())
+    points: dict[float, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    for key in kept:
+        for timestamp, values in trends.get(key, {}).items():
+            summed = points[timestamp]
+            for i, value in enumerate(values):
+                summed[i] += value
+    trend = tuple(TrendPoint(timestamp=t, demand=Resources(*points[t])) for t in sorted(points))
+    declared = tuple(r for r in RESOURCES if str(r) in basis.declared)
+    history = max((d.history_seconds for d in demands), default=0.0)
+    inputs: dict[WorkloadKind, PlanInputs] = {}
+    for kind in KINDS:
+        k = str(kind)
+        total = Resources(*(basis.capacity[(k, str(r))] for r in RESOURCES))
+        used = Resources(
+            cpu=0.0,
+            memory=basis.used.get((k, str(Resource.MEMORY)), 0.0),
+            disk=basis.used.get((k, str(Resource.DISK)), 0.0),
+        )
+        inputs[kind] = PlanInputs(
+            timestamp=now,
+            host=HostCapacity(
+                total=total, used=used, declared=frozenset(declared), image_bytes_present=images
+            ),
+            workloads=_on_disk_of(kind, demands, basis.disks),
+            trend=trend,
+            history_seconds=history,
+        )
+    return FleetHost(
+        name=name,
+        inputs=inputs,
+        demands=demands,
+        declared=declared,
+        scopes=scopes,
+        workloads=len(workloads),
+        history_seconds=history,
+    )
+
+
+def _on_disk_of(
+    kind: WorkloadKind, demands: Sequence[WorkloadDemand], disks: Mapping[str, tuple[str, str]]
+) -> tuple[WorkloadDemand, ...]:
+    """The demands as ``kind``'s disk sees them: data on another filesystem takes none of it."""
+    mine = disks.get(str(kind))
+    result = []
+    for demand in demands:
+        other = disks.get(str(demand.kind))
+        if mine is not None and other is not None and other[1] != mine[1]:
+            demand = replace(
+                demand, demand=replace(demand.demand, disk=0.0), disk_limit=0.0, disk_bytes=0.0
+            )
+        result.append(demand)
+    return tuple(result)
+
+
+def _demand(workload: _Workload, settings: PlanSettings, now: float) -> WorkloadDemand:
+    """One workload as ``demand.workload_demand`` makes it, from what Prometheus holds."""
+    is_vm = workload.kind is WorkloadKind.VM
+    memory = workload.value(MEMORY)
+    peak = max((m for m in (memory, workload.memory_max) if m is not None), default=0.0)
+    disk = workload.value(DISK)
+    growth = 0.0
+    if disk is not None and workload.disk_min is not None:
+        growth = max(0.0, disk - workload.disk_min)
+    cpu_limit = workload.value("densityd_workload_cpu_limit_cores")
+    memory_limit = workload.value("densityd_workload_memory_limit_bytes")
+    running = workload.state in VM_RUNNING_STATES if is_vm else workload.state == "running"
+    return WorkloadDemand(
+        kind=workload.kind,
+        id=workload.id,
+        name=workload.name,
+        image=workload.image,
+        running=running,
+        demand=Resources(
+            cpu=max(0.0, workload.cpu or 0.0),
+            memory=peak * (1.0 + settings.memory_buffer),
+            disk=(disk or 0.0) + growth,
+        ),
+        cpu_limit=cpu_limit,
+        memory_limit=memory_limit,
+        disk_limit=workload.value("densityd_workload_disk_limit_bytes"),
+        memory_bytes=memory,
+        guest_memory_bytes=memory_limit if is_vm else None,
+        vcpus=whole_vcpus(cpu_limit) if is_vm else None,
+        history_seconds=(
+            max(0.0, now - workload.first_seen) if workload.first_seen is not None else 0.0
+        ),
+        disk_bytes=disk,
+    )
