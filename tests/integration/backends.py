@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape as xml_escape
 
 import pytest
@@ -216,6 +217,36 @@ def promtool() -> str:
         missing_backend("promtool is not installed (Debian package prometheus)")
     assert path is not None
     return path
+
+
+# The job Prometheus scrapes densityd under in the tests; test_fleet_prometheus selects it.
+PROMETHEUS_JOB = "densityd-fleet"
+
+
+@dataclass
+class PrometheusServer:
+    """A ``prometheus`` subprocess on a loopback port."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """An instant query's ``result`` list."""
+        response = requests.post(f"{self.url}/api/v1/query", data={"query": promql}, timeout=10)
+        response.raise_for_status()
+        result: list[dict[str, Any]] = response.json()["data"]["result"]
+        return result
+
+    def stop(self) -> None:
+        """SIGTERM and wait; kill it when it does not stop."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 LIBVIRT_URI = "qemu:///system"

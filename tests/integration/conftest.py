@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -21,10 +21,12 @@ import requests
 
 from tests.integration.backends import (
     LIBVIRT_URI,
+    PROMETHEUS_JOB,
     TINY_IMAGE,
     Containers,
     Daemon,
     DockerCLI,
+    PrometheusServer,
     VMs,
     build_tiny_image,
     docker_binary,
@@ -126,3 +128,54 @@ def vms(libvirt_ready: str) -> Iterator[VMs]:
     finally:
         factory.remove_all()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def start_prometheus(tmp_path: Path) -> Iterator[Callable[[Sequence[str]], PrometheusServer]]:
+    """Start Prometheus scraping ``targets`` every second; stopped after the test."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        missing_backend("prometheus is not installed (Debian package prometheus)")
+    assert binary is not None
+    servers: list[PrometheusServer] = []
+
+    def start(targets: Sequence[str], job: str = PROMETHEUS_JOB) -> PrometheusServer:
+        directory = tmp_path / f"prometheus-{len(servers)}"
+        directory.mkdir()
+        config = directory / "prometheus.yml"
+        listed = ", ".join(f'"{t}"' for t in targets)
+        config.write_text(
+            "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
+            "scrape_configs:\n"
+            f"  - job_name: {job}\n"
+            f"    static_configs: [{{targets: [{listed}]}}]\n"
+        )
+        port = free_port()
+        log_path = directory / "prometheus.log"
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={directory / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        server = PrometheusServer(process, f"http://127.0.0.1:{port}", log_path)
+        servers.append(server)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(f"prometheus exited:\n{log_path.read_text()}")
+            try:
+                if requests.get(f"{server.url}/-/ready", timeout=2).status_code == 200:
+                    return server
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"prometheus did not become ready:\n{log_path.read_text()}")
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -11,14 +11,11 @@ the fleet's total must be the sum of the hosts'.
 from __future__ import annotations
 
 import json
-import shutil
-import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +23,7 @@ import pytest
 import requests
 
 from densityd.fleet_plan import FleetQuery, Queries
-from tests.integration.backends import Containers, Daemon, free_port, missing_backend
+from tests.integration.backends import Containers, Daemon, PrometheusServer, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -35,81 +32,6 @@ PROFILE = "web=cpu=0.1,memory=128Mi"
 CAPACITIES = ("2Gi", "3Gi", "4Gi")
 WINDOW = "5m"
 RATE_INTERVAL = "5s"
-
-
-@dataclass
-class PrometheusServer:
-    """A ``prometheus`` subprocess on a loopback port."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
-
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        response = requests.post(f"{self.url}/api/v1/query", data={"query": promql}, timeout=10)
-        response.raise_for_status()
-        result: list[dict[str, Any]] = response.json()["data"]["result"]
-        return result
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-@pytest.fixture
-def start_prometheus(tmp_path: Path) -> Iterator[Callable[[Sequence[str]], PrometheusServer]]:
-    """Start Prometheus scraping ``targets`` every second; stopped after the test."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        missing_backend("prometheus is not installed (Debian package prometheus)")
-    assert binary is not None
-    servers: list[PrometheusServer] = []
-
-    def start(targets: Sequence[str]) -> PrometheusServer:
-        directory = tmp_path / f"prometheus-{len(servers)}"
-        directory.mkdir()
-        config = directory / "prometheus.yml"
-        listed = ", ".join(f'"{t}"' for t in targets)
-        config.write_text(
-            "global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}\n"
-            "scrape_configs:\n"
-            f"  - job_name: {JOB}\n"
-            f"    static_configs: [{{targets: [{listed}]}}]\n"
-        )
-        port = free_port()
-        log_path = directory / "prometheus.log"
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={directory / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log_path.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        server = PrometheusServer(process, f"http://127.0.0.1:{port}", log_path)
-        servers.append(server)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise AssertionError(f"prometheus exited:\n{log_path.read_text()}")
-            try:
-                if requests.get(f"{server.url}/-/ready", timeout=2).status_code == 200:
-                    return server
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"prometheus did not become ready:\n{log_path.read_text()}")
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 def plan(*args: str) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,1005 @@
+"""Write densityd's Grafana dashboards, ``densityd-host.json`` and ``densityd-fleet.json``.
+
+The dashboards are plain Grafana JSON (schema 39, Grafana 10.x and 11.x) and are committed;
+this script is where they are edited. Run it after a change and commit its output:
+
+    python grafana/generate.py            # rewrites grafana/*.json next to this file
+    python grafana/generate.py --check    # exits 1 when the committed JSON is out of date
+
+Every panel queries the data source chosen in the ``datasource`` variable, and every query
+selects the hosts of the ``instance`` variable (one host on the host dashboard, any number
+on the fleet dashboard). Only metrics densityd exports are used (README, "Metrics").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DATASOURCE: dict[str, str] = {"type": "prometheus", "uid": "${datasource}"}
+HOST = 'instance=~"$instance"'
+WIDTH = 24
+CORES = "suffix: cores"
+RED, ORANGE, GREEN = "red", "orange", "green"
+
+Json = dict[str, Any]
+
+
+def steps(*pairs: tuple[float | None, str]) -> Json:
+    """Absolute thresholds from ``(value, colour)`` pairs; the first value is the base."""
+    return {
+        "mode": "absolute",
+        "steps": [{"color": colour, "value": value} for value, colour in pairs],
+    }
+
+
+# Few slots left is bad: red at 0, orange below 5, green from 5.
+SLOTS = steps((None, RED), (1, ORANGE), (5, GREEN))
+# A share of usable capacity in use: green, orange from 80 %, red from 90 %.
+SHARE = steps((None, GREEN), (0.8, ORANGE), (0.9, RED))
+UP = steps((None, RED), (1, GREEN))
+UP_MAPPING = [
+    {
+        "type": "value",
+        "options": {
+            "0": {"text": "down", "color": RED, "index": 0},
+            "1": {"text": "up", "color": GREEN, "index": 1},
+        },
+    }
+]
+
+
+@dataclass
+class Target:
+    """One PromQL query of a panel."""
+
+    expr: str
+    legend: str = ""
+    instant: bool = False
+    table: bool = False
+
+    def json(self, ref_id: str) -> Json:
+        """The target as Grafana stores it."""
+        return {
+            "datasource": DATASOURCE,
+            "refId": ref_id,
+            "expr": self.expr,
+            "legendFormat": self.legend or "__auto",
+            "instant": self.instant or self.table,
+            "range": not (self.instant or self.table),
+            "format": "table" if self.table else "time_series",
+            "editorMode": "code",
+        }
+
+
+@dataclass
+class Panel:
+    """One panel: its type, title, queries, size and display options."""
+
+    type: str
+    title: str
+    description: str
+    targets: Sequence[Target]
+    w: int
+    h: int
+    unit: str = "short"
+    thresholds: Json = field(default_factory=lambda: steps((None, GREEN)))
+    min: float | None = None
+    max: float | None = None
+    decimals: int | None = None
+    no_value: str | None = None
+    mappings: list[Json] = field(default_factory=list)
+    options: Json = field(default_factory=dict)
+    transformations: list[Json] = field(default_factory=list)
+    overrides: list[Json] = field(default_factory=list)
+    stack: bool = False
+
+    def json(self, panel_id: int, x: int, y: int) -> Json:
+        """The panel as Grafana stores it, at ``(x, y)``."""
+        defaults: Json = {
+            "unit": self.unit,
+            "thresholds": self.thresholds,
+            "mappings": self.mappings,
+            "color": {"mode": "thresholds" if self.type in STATLIKE else "palette-classic"},
+        }
+        for key, value in (
+            ("min", self.min),
+            ("max", self.max),
+            ("decimals", self.decimals),
+            ("noValue", self.no_value),
+        ):
+            if value is not None:
+                defaults[key] = value
+        if self.type == "timeseries":
+            defaults["custom"] = {
+                "drawStyle": "line",
+                "lineWidth": 1,
+                "fillOpacity": 10 if self.stack else 0,
+                "showPoints": "never",
+                "spanNulls": False,
+                "stacking": {"mode": "normal" if self.stack else "none", "group": "A"},
+            }
+        return {
+            "id": panel_id,
+            "type": self.type,
+            "title": self.title,
+            "description": self.description,
+            "datasource": DATASOURCE,
+            "gridPos": {"x": x, "y": y, "w": self.w, "h": self.h},
+            "fieldConfig": {"defaults": defaults, "overrides": self.overrides},
+            "options": {**PANEL_OPTIONS.get(self.type, {}), **self.options},
+            "targets": [
+                target.json(chr(ord("A") + index)) for index, target in enumerate(self.targets)
+            ],
+            "transformations": self.transformations,
+        }
+
+
+STATLIKE = {"stat", "bargauge", "gauge", "table"}
+INSTANT_REDUCE = {"calcs": ["lastNotNull"], "fields": "", "values": False}
+PANEL_OPTIONS: dict[str, Json] = {
+    "stat": {
+        "reduceOptions": INSTANT_REDUCE,
+        "colorMode": "background",
+        "graphMode": "none",
+        "textMode": "value_and_name",
+        "justifyMode": "auto",
+        "orientation": "auto",
+    },
+    "bargauge": {
+        "reduceOptions": INSTANT_REDUCE,
+        "displayMode": "gradient",
+        "orientation": "horizontal",
+        "showUnfilled": True,
+        "valueMode": "color",
+    },
+    "timeseries": {
+        "legend": {"displayMode": "table", "placement": "right", "showLegend": True},
+        "tooltip": {"mode": "multi", "sort": "desc"},
+    },
+    "table": {"showHeader": True, "cellHeight": "sm", "footer": {"show": False}},
+}
+
+
+@dataclass
+class Row:
+    """A collapsible row title followed by its panels, laid out left to right."""
+
+    title: str
+    panels: Sequence[Panel]
+
+
+def merge_table(rename: dict[str, str], hide: Sequence[str] = ()) -> list[Json]:
+    """Transformations that join instant table queries on their labels into one table."""
+    hidden = {"Time": True, "__name__": True, "job": True, **{name: True for name in hide}}
+    return [
+        {"id": "merge", "options": {}},
+        {
+            "id": "organize",
+            "options": {"excludeByName": hidden, "renameByName": rename, "indexByName": {}},
+        },
+    ]
+
+
+def layout(rows: Sequence[Row]) -> list[Json]:
+    """Grafana panels with ids from 1 and positions that fill rows of 24 columns."""
+    panels: list[Json] = []
+    y = 0
+    next_id = 1
+    for row in rows:
+        panels.append(
+            {
+                "id": next_id,
+                "type": "row",
+                "title": row.title,
+                "collapsed": False,
+                "gridPos": {"x": 0, "y": y, "w": WIDTH, "h": 1},
+                "panels": [],
+            }
+        )
+        next_id += 1
+        y += 1
+        x = 0
+        line_height = 0
+        for panel in row.panels:
+            if x + panel.w > WIDTH:
+                x, y, line_height = 0, y + line_height, 0
+            panels.append(panel.json(next_id, x, y))
+            next_id += 1
+            x += panel.w
+            line_height = max(line_height, panel.h)
+        y += line_height
+    return panels
+
+
+def variables(multi: bool) -> list[Json]:
+    """The data source variable and the host (``instance``) variable."""
+    query = "label_values(densityd_build_info, instance)"
+    return [
+        {
+            "name": "datasource",
+            "label": "Data source",
+            "type": "datasource",
+            "query": "prometheus",
+            "current": {},
+            "hide": 0,
+            "refresh": 1,
+            "regex": "",
+            "multi": False,
+            "includeAll": False,
+            "options": [],
+        },
+        {
+            "name": "instance",
+            "label": "Hosts" if multi else "Host",
+            "type": "query",
+            "datasource": DATASOURCE,
+            "definition": query,
+            "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
+            "current": {},
+            "hide": 0,
+            "refresh": 2,
+            "regex": "",
+            "sort": 1,
+            "multi": multi,
+            "includeAll": multi,
+            **({"allValue": ".+"} if multi else {}),
+            "options": [],
+        },
+    ]
+
+
+def dashboard(uid: str, title: str, description: str, rows: Sequence[Row], multi: bool) -> Json:
+    """A whole dashboard document."""
+    return {
+        "__requires": [
+            {"type": "grafana", "id": "grafana", "name": "Grafana", "version": "10.0.0"},
+            {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
+        ],
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": ["densityd", "capacity", "docker", "libvirt"],
+        "timezone": "browser",
+        "editable": True,
+        "graphTooltip": 1,
+        "refresh": "30s",
+        "schemaVersion": 39,
+        "version": 1,
+        "time": {"from": "now-6h", "to": "now"},
+        "timepicker": {},
+        "annotations": {"list": []},
+        "links": [
+            {
+                "title": "densityd dashboards",
+                "type": "dashboards",
+                "tags": ["densityd"],
+                "asDropdown": False,
+                "includeVars": True,
+                "keepTime": True,
+            }
+        ],
+        "templating": {"list": variables(multi)},
+        "panels": layout(rows),
+    }
+
+
+def resource_table(title: str, metric: str, unit: str, selector: str, what: str) -> Panel:
+    """Usable, used and free of one resource per kind and view, as one table."""
+    labels = f"{HOST}{selector}"
+    return Panel(
+        "table",
+        title,
+        f"{what} per kind and view. Usable = (total - reserved) x ratio x target fill; used "
+        "counts limits in the allocation view and measured demand (with system usage) in the "
+        "demand view; free = usable - used.",
+        [
+            Target(f"densityd_plan_usable_{metric}{{{labels}}}", table=True),
+            Target(f"densityd_plan_used_{metric}{{{labels}}}", table=True),
+            Target(f"densityd_plan_free_{metric}{{{labels}}}", table=True),
+        ],
+        w=8,
+        h=6,
+        unit=unit,
+        transformations=merge_table(
+            {"Value #A": "usable", "Value #B": "used", "Value #C": "free"},
+            hide=("instance", "resource"),
+        ),
+        overrides=[
+            {
+                "matcher": {"id": "byName", "options": "free"},
+                "properties": [
+                    {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+                    {"id": "thresholds", "value": steps((None, RED), (1e-9, GREEN))},
+                ],
+            }
+        ],
+    )
+
+
+def host_rows() -> list[Row]:
+    """The panels of the host dashboard."""
+    rate = f"rate(densityd_workload_cpu_seconds_total{{{HOST}}}[$__rate_interval])"
+    vm = f'{HOST},kind="vm"'
+    plan = Row(
+        "Capacity plan: how many more fit",
+        [
+            Panel(
+                "stat",
+                "Slots left",
+                "How many more workloads of each configured profile fit as each kind, by the "
+                "stricter of the allocation and demand views (densityd_plan_remaining).",
+                [Target(f"densityd_plan_remaining{{{HOST}}}", "{{kind}} {{profile}}")],
+                w=8,
+                h=6,
+                thresholds=SLOTS,
+                decimals=0,
+            ),
+            Panel(
+                "table",
+                "Slots left per view, and the binding resource",
+                "Each view's answer and the resource that runs out first "
+                "(densityd_plan_view_remaining).",
+                [Target(f"densityd_plan_view_remaining{{{HOST}}}", table=True)],
+                w=10,
+                h=6,
+                transformations=merge_table(
+                    {"Value": "slots left", "bound": "binding resource"}, hide=("instance",)
+                ),
+            ),
+            Panel(
+                "stat",
+                "Time to full",
+                "When the host fills at the least-squares trend of demand over the planning "
+                "window; 'not filling' when demand is flat or falling or the history is "
+                "shorter than 10 minutes.",
+                [Target(f"densityd_plan_time_to_full_seconds{{{HOST}}}", "{{kind}} {{profile}}")],
+                w=6,
+                h=6,
+                unit="s",
+                thresholds=steps((None, RED), (7 * 86400, ORANGE), (30 * 86400, GREEN)),
+                no_value="not filling",
+            ),
+        ],
+    )
+    resources = Row(
+        "Per resource: usable, used and free, in both views",
+        [
+            resource_table("CPU", "cores", CORES, "", "CPU cores"),
+            resource_table("Memory", "bytes", "bytes", ',resource="memory"', "Memory"),
+            resource_table("Disk", "bytes", "bytes", ',resource="disk"', "The data disk"),
+            Panel(
+                "timeseries",
+                "Used share of usable capacity",
+                "used / usable per kind, view and resource: the plan's fill level over time.",
+                [
+                    Target(
+                        f"densityd_plan_used_cores{{{HOST}}}"
+                        f" / densityd_plan_usable_cores{{{HOST}}}",
+                        "{{kind}} {{view}} cpu",
+                    ),
+                    Target(
+                        f"densityd_plan_used_bytes{{{HOST}}}"
+                        f" / densityd_plan_usable_bytes{{{HOST}}}",
+                        "{{kind}} {{view}} {{resource}}",
+                    ),
+                ],
+                w=16,
+                h=8,
+                unit="percentunit",
+                min=0,
+                thresholds=SHARE,
+            ),
+            Panel(
+                "bargauge",
+                "Host filesystems used",
+                "Share of each filesystem densityd watches (Docker's data root, libvirt's "
+                "pool directories) that is used.",
+                [
+                    Target(
+                        f"1 - densityd_host_disk_free_bytes{{{HOST}}}"
+                        f" / densityd_host_disk_bytes{{{HOST}}}",
+                        "{{path}}",
+                        instant=True,
+                    ),
+                    Target(
+                        f"1 - densityd_host_memory_available_bytes{{{HOST}}}"
+                        f" / densityd_host_memory_bytes{{{HOST}}}",
+                        "memory (MemAvailable)",
+                        instant=True,
+                    ),
+                ],
+                w=8,
+                h=8,
+                unit="percentunit",
+                min=0,
+                max=1,
+                thresholds=SHARE,
+            ),
+        ],
+    )
+    top = Row(
+        "Top workloads",
+        [
+            Panel(
+                "bargauge",
+                "Top CPU",
+                "The 10 workloads using the most CPU, in cores.",
+                [Target(f"topk(10, {rate})", "{{kind}} {{name}}", instant=True)],
+                w=8,
+                h=8,
+                unit=CORES,
+                min=0,
+                decimals=2,
+            ),
+            Panel(
+                "bargauge",
+                "Top memory",
+                "The 10 largest host-side memory footprints: working set for a container, "
+                "QEMU's resident set for a VM.",
+                [
+                    Target(
+                        f"topk(10, densityd_workload_memory_bytes{{{HOST}}})",
+                        "{{kind}} {{name}}",
+                        instant=True,
+                    )
+                ],
+                w=8,
+                h=8,
+                unit="bytes",
+                min=0,
+            ),
+            Panel(
+                "bargauge",
+                "Top disk",
+                "The 10 largest disk users: a container's writable layer, the bytes a VM's "
+                "images occupy on the host.",
+                [
+                    Target(
+                        f"topk(10, densityd_workload_disk_bytes{{{HOST}}})",
+                        "{{kind}} {{name}}",
+                        instant=True,
+                    )
+                ],
+                w=8,
+                h=8,
+                unit="bytes",
+                min=0,
+            ),
+            Panel(
+                "timeseries",
+                "CPU per workload",
+                "CPU used per workload, in cores.",
+                [Target(rate, "{{kind}} {{name}}")],
+                w=12,
+                h=8,
+                unit=CORES,
+                min=0,
+            ),
+            Panel(
+                "timeseries",
+                "Block I/O per workload",
+                "Bytes read plus written per second, per workload.",
+                [
+                    Target(
+                        f"rate(densityd_workload_disk_read_bytes_total{{{HOST}}}"
+                        "[$__rate_interval])"
+                        f" + rate(densityd_workload_disk_written_bytes_total{{{HOST}}}"
+                        "[$__rate_interval])",
+                        "{{kind}} {{name}}",
+                    )
+                ],
+                w=12,
+                h=8,
+                unit="Bps",
+                min=0,
+            ),
+        ],
+    )
+    kinds = Row(
+        "Containers against VMs",
+        [
+            Panel(
+                "timeseries",
+                "Memory per workload",
+                "Host-side footprint per workload, stacked: containers' working sets and VMs' "
+                "QEMU resident sets.",
+                [Target(f"densityd_workload_memory_bytes{{{HOST}}}", "{{kind}} {{name}}")],
+                w=12,
+                h=8,
+                unit="bytes",
+                min=0,
+                stack=True,
+            ),
+            Panel(
+                "bargauge",
+                "Average footprint per workload, by kind",
+                "Mean host-side memory of one running workload of each kind.",
+                [
+                    Target(
+                        f"avg by (kind) (densityd_workload_memory_bytes{{{HOST}}})",
+                        "{{kind}}",
+                        instant=True,
+                    )
+                ],
+                w=6,
+                h=4,
+                unit="bytes",
+                min=0,
+            ),
+            Panel(
+                "stat",
+                "Running workloads",
+                "Running containers and VMs.",
+                [
+                    Target(
+                        f'count by (kind) (densityd_workload_info{{{HOST},state="running"}})',
+                        "{{kind}}",
+                    )
+                ],
+                w=6,
+                h=4,
+                decimals=0,
+                options={"colorMode": "none"},
+            ),
+            Panel(
+                "stat",
+                "Overhead per workload",
+                "What one more workload costs beyond itself, as measured here: the containerd "
+                "shim's median resident set per container; QEMU's base overhead per VM once "
+                "calibrated from VMs that touched all their RAM.",
+                [Target(f"densityd_plan_measured_overhead_bytes{{{HOST}}}", "{{kind}} {{item}}")],
+                w=12,
+                h=4,
+                unit="bytes",
+                options={"colorMode": "none"},
+            ),
+            Panel(
+                "table",
+                "VMs: guest RAM, QEMU's footprint and overhead",
+                "Per VM: configured guest RAM, QEMU's resident set on the host, the footprint "
+                "beyond guest RAM (RSS - guest RAM; negative while the guest has not touched "
+                "all its RAM) and the overhead densityd's planner assumes for it "
+                "(oVirt's model: 64 MiB + RAM/512 + 8 MiB per vCPU).",
+                [
+                    Target(f"densityd_workload_memory_limit_bytes{{{vm}}}", table=True),
+                    Target(f"densityd_workload_memory_bytes{{{vm}}}", table=True),
+                    Target(
+                        f"densityd_workload_memory_bytes{{{vm}}}"
+                        f" - densityd_workload_memory_limit_bytes{{{vm}}}",
+                        table=True,
+                    ),
+                    Target(
+                        f"67108864 + densityd_workload_memory_limit_bytes{{{vm}}} / 512"
+                        f" + 8388608 * densityd_workload_cpu_limit_cores{{{vm}}}",
+                        table=True,
+                    ),
+                ],
+                w=24,
+                h=6,
+                unit="bytes",
+                transformations=merge_table(
+                    {
+                        "Value #A": "guest RAM",
+                        "Value #B": "QEMU resident set",
+                        "Value #C": "beyond guest RAM",
+                        "Value #D": "modelled QEMU overhead",
+                    },
+                    hide=("instance", "id", "kind"),
+                ),
+            ),
+        ],
+    )
+    health = Row(
+        "Source health",
+        [
+            Panel(
+                "stat",
+                "Sources",
+                "Whether each source's latest pass succeeded, and whether the latest pass was "
+                "recorded in the local history.",
+                [
+                    Target(f"densityd_source_up{{{HOST}}}", "{{source}}"),
+                    Target(f"densityd_history_up{{{HOST}}}", "history"),
+                ],
+                w=8,
+                h=4,
+                thresholds=UP,
+                mappings=UP_MAPPING,
+            ),
+            Panel(
+                "stat",
+                "Since last success",
+                "Seconds since each source last succeeded; the writable-layer scan "
+                "(docker_disk) runs only every disk_interval, 5 minutes by default.",
+                [
+                    Target(
+                        f"time() - densityd_source_last_success_timestamp_seconds{{{HOST}}}",
+                        "{{source}}",
+                    )
+                ],
+                w=8,
+                h=4,
+                unit="s",
+                thresholds=steps((None, GREEN), (600, ORANGE), (1800, RED)),
+            ),
+            Panel(
+                "stat",
+                "Source errors in the time range",
+                "Failed or timed-out passes per source over the dashboard's time range.",
+                [
+                    Target(
+                        f"increase(densityd_source_errors_total{{{HOST}}}[$__range])",
+                        "{{source}}",
+                        instant=True,
+                    ),
+                    Target(
+                        f"increase(densityd_history_errors_total{{{HOST}}}[$__range])",
+                        "history",
+                        instant=True,
+                    ),
+                ],
+                w=8,
+                h=4,
+                decimals=0,
+                thresholds=steps((None, GREEN), (1, RED)),
+            ),
+            Panel(
+                "timeseries",
+                "Pass duration",
+                "How long each source's latest pass took, and the whole sampling pass.",
+                [
+                    Target(f"densityd_source_duration_seconds{{{HOST}}}", "{{source}}"),
+                    Target(f"densityd_last_pass_duration_seconds{{{HOST}}}", "whole pass"),
+                ],
+                w=12,
+                h=7,
+                unit="s",
+                min=0,
+            ),
+            Panel(
+                "stat",
+                "Data age",
+                "Age of the latest sampling pass, of the writable-layer sizes (scanned every "
+                "disk_interval) and of the latest history write.",
+                [
+                    Target(f"time() - densityd_last_pass_timestamp_seconds{{{HOST}}}", "pass"),
+                    Target(f"densityd_docker_disk_usage_age_seconds{{{HOST}}}", "writable layers"),
+                    Target(
+                        f"time() - densityd_history_last_write_timestamp_seconds{{{HOST}}}",
+                        "history write",
+                    ),
+                ],
+                w=6,
+                h=7,
+                unit="s",
+                thresholds=steps((None, GREEN), (600, ORANGE), (1800, RED)),
+            ),
+            Panel(
+                "stat",
+                "History size and version",
+                "The local history database with its write-ahead log, and densityd's version.",
+                [
+                    Target(f"densityd_history_size_bytes{{{HOST}}}", "history"),
+                    Target(f"densityd_build_info{{{HOST}}}", "densityd {{version}}"),
+                ],
+                w=6,
+                h=7,
+                unit="bytes",
+                options={"colorMode": "none"},
+                overrides=[
+                    {
+                        "matcher": {"id": "byFrameRefID", "options": "B"},
+                        "properties": [
+                            {"id": "unit", "value": "short"},
+                            {"id": "displayName", "value": "${__field.labels.version}"},
+                        ],
+                    }
+                ],
+            ),
+        ],
+    )
+    return [plan, resources, top, kinds, health]
+
+
+def fleet_rows() -> list[Row]:
+    """The panels of the fleet dashboard."""
+    totals = Row(
+        "Fleet totals",
+        [
+            Panel(
+                "stat",
+                "Hosts",
+                "Hosts running densityd.",
+                [Target(f"count(densityd_build_info{{{HOST}}})", "hosts")],
+                w=3,
+                h=4,
+                decimals=0,
+                options={"colorMode": "none"},
+            ),
+            Panel(
+                "stat",
+                "Running workloads",
+                "Running containers and VMs on all the hosts.",
+                [
+                    Target(
+                        f'count by (kind) (densityd_workload_info{{{HOST},state="running"}})',
+                        "{{kind}}",
+                    )
+                ],
+                w=5,
+                h=4,
+                decimals=0,
+                options={"colorMode": "none"},
+            ),
+            Panel(
+                "stat",
+                "Slots left in the fleet",
+                "The sum over hosts of how many more of each profile fit, by the stricter view "
+                "(exact for one shape; `densityd plan --prometheus` packs several).",
+                [
+                    Target(
+                        f"sum by (kind, profile) (densityd_plan_remaining{{{HOST}}})",
+                        "{{kind}} {{profile}}",
+                    )
+                ],
+                w=8,
+                h=4,
+                thresholds=SLOTS,
+                decimals=0,
+            ),
+            Panel(
+                "stat",
+                "Hosts with a source down",
+                "Hosts where a source's latest pass failed.",
+                [
+                    Target(
+                        f"count(count by (instance) (densityd_source_up{{{HOST}}} == 0))"
+                        " or vector(0)",
+                        "hosts",
+                    )
+                ],
+                w=4,
+                h=4,
+                decimals=0,
+                thresholds=steps((None, GREEN), (1, RED)),
+            ),
+            Panel(
+                "stat",
+                "CPU cores",
+                "CPU cores of all the hosts.",
+                [Target(f"sum(densityd_host_cpu_cores{{{HOST}}})", "cores")],
+                w=4,
+                h=4,
+                unit=CORES,
+                options={"colorMode": "none"},
+            ),
+            Panel(
+                "stat",
+                "Memory",
+                "Memory of all the hosts, and what is available for new work.",
+                [
+                    Target(f"sum(densityd_host_memory_bytes{{{HOST}}})", "total"),
+                    Target(f"sum(densityd_host_memory_available_bytes{{{HOST}}})", "available"),
+                ],
+                w=8,
+                h=4,
+                unit="bytes",
+                options={"colorMode": "none"},
+            ),
+            Panel(
+                "bargauge",
+                "Free CPU in the fleet",
+                "Usable CPU not yet used, summed over hosts, per kind and view.",
+                [
+                    Target(
+                        f"sum by (kind, view) (densityd_plan_free_cores{{{HOST}}})",
+                        "{{kind}} {{view}}",
+                        instant=True,
+                    )
+                ],
+                w=8,
+                h=6,
+                unit=CORES,
+                decimals=1,
+            ),
+            Panel(
+                "bargauge",
+                "Free memory and disk in the fleet",
+                "Usable memory and data disk not yet used, summed over hosts, per kind and view.",
+                [
+                    Target(
+                        f"sum by (kind, view, resource) (densityd_plan_free_bytes{{{HOST}}})",
+                        "{{kind}} {{view}} {{resource}}",
+                        instant=True,
+                    )
+                ],
+                w=8,
+                h=6,
+                unit="bytes",
+            ),
+        ],
+    )
+    per_host = Row(
+        "Slots left per host",
+        [
+            Panel(
+                "bargauge",
+                "Slots left per host",
+                "How many more of each profile fit on each host, by the stricter view, and the "
+                "resource that binds.",
+                [
+                    Target(
+                        f"densityd_plan_remaining{{{HOST}}}",
+                        "{{instance}} {{kind}} {{profile}} ({{bound}})",
+                        instant=True,
+                    )
+                ],
+                w=12,
+                h=10,
+                thresholds=SLOTS,
+                min=0,
+                decimals=0,
+            ),
+            Panel(
+                "table",
+                "Slots left per host and view",
+                "Each host's answer in each view, and the binding resource.",
+                [Target(f"densityd_plan_view_remaining{{{HOST}}}", table=True)],
+                w=12,
+                h=10,
+                transformations=merge_table({"Value": "slots left", "bound": "binding resource"}),
+            ),
+            Panel(
+                "timeseries",
+                "Slots left over time",
+                "How the answers moved.",
+                [
+                    Target(
+                        f"densityd_plan_remaining{{{HOST}}}",
+                        "{{instance}} {{kind}} {{profile}}",
+                    )
+                ],
+                w=24,
+                h=8,
+                min=0,
+                decimals=0,
+            ),
+        ],
+    )
+    closest = Row(
+        "Hosts closest to full",
+        [
+            Panel(
+                "bargauge",
+                "Fewest slots left",
+                "The 10 host, kind and profile answers with the fewest slots left.",
+                [
+                    Target(
+                        f"bottomk(10, densityd_plan_remaining{{{HOST}}})",
+                        "{{instance}} {{kind}} {{profile}} ({{bound}})",
+                        instant=True,
+                    )
+                ],
+                w=8,
+                h=8,
+                thresholds=SLOTS,
+                min=0,
+                decimals=0,
+            ),
+            Panel(
+                "bargauge",
+                "Fullest hosts",
+                "The 10 highest shares of usable capacity in use in the demand view, per host, "
+                "kind and resource.",
+                [
+                    Target(
+                        f'topk(10, densityd_plan_used_cores{{{HOST},view="demand"}}'
+                        f" / densityd_plan_usable_cores{{{HOST}}})",
+                        "{{instance}} {{kind}} cpu",
+                        instant=True,
+                    ),
+                    Target(
+                        f'topk(10, densityd_plan_used_bytes{{{HOST},view="demand"}}'
+                        f" / densityd_plan_usable_bytes{{{HOST}}})",
+                        "{{instance}} {{kind}} {{resource}}",
+                        instant=True,
+                    ),
+                ],
+                w=8,
+                h=8,
+                unit="percentunit",
+                min=0,
+                max=1,
+                thresholds=SHARE,
+            ),
+            Panel(
+                "bargauge",
+                "Soonest full",
+                "The 10 hosts that fill first at their demand trend.",
+                [
+                    Target(
+                        f"bottomk(10, densityd_plan_time_to_full_seconds{{{HOST}}})",
+                        "{{instance}} {{kind}} {{profile}}",
+                        instant=True,
+                    )
+                ],
+                w=8,
+                h=8,
+                unit="s",
+                thresholds=steps((None, RED), (7 * 86400, ORANGE), (30 * 86400, GREEN)),
+                no_value="no host is filling",
+            ),
+            Panel(
+                "table",
+                "Hosts by binding resource",
+                "How many hosts each resource binds, per kind and profile.",
+                [
+                    Target(
+                        f"count by (kind, profile, bound) (densityd_plan_remaining{{{HOST}}})",
+                        table=True,
+                    )
+                ],
+                w=24,
+                h=6,
+                transformations=merge_table({"Value": "hosts", "bound": "binding resource"}),
+            ),
+        ],
+    )
+    return [totals, per_host, closest]
+
+
+def dashboards() -> dict[str, Json]:
+    """Every dashboard by file name."""
+    return {
+        "densityd-host.json": dashboard(
+            "densityd-host",
+            "densityd / Host",
+            "One host's capacity plan, workloads, containers against VMs, and source health.",
+            host_rows(),
+            multi=False,
+        ),
+        "densityd-fleet.json": dashboard(
+            "densityd-fleet",
+            "densityd / Fleet",
+            "Slots left per host, the hosts closest to full, and fleet totals.",
+            fleet_rows(),
+            multi=True,
+        ),
+    }
+
+
+def render(document: Json) -> str:
+    """A dashboard as the committed file holds it."""
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Write the dashboards, or with ``--check`` tell whether the files are up to date."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--check", action="store_true", help="exit 1 if a file is stale")
+    parser.add_argument("--directory", type=Path, default=HERE)
+    args = parser.parse_args(argv)
+    stale = []
+    for name, document in dashboards().items():
+        path = args.directory / name
+        text = render(document)
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+    if stale:
+        print(f"out of date (run python grafana/generate.py): {', '.join(stale)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
