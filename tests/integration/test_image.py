@@ -1,0 +1,284 @@
+"""The container image: built from the Dockerfile and run as the README shows, it serves the
+host's containers on /metrics.
+
+No registry is reachable, so the base image is made here: Debian's debootstrap builds a
+bookworm root filesystem with python3, which is imported as ``local/debian-python:bookworm``
+(kept, and reused when it exists) and given to the Dockerfile through ``BASE_IMAGE``. The
+package registries sit behind a TLS proxy the host trusts and the base does not: the
+certificates the host trusts beyond the base's go in through ``EXTRA_CA_CERTS``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.integration.backends import (
+    TEST_LABEL,
+    Containers,
+    DockerCLI,
+    Series,
+    free_port,
+    missing_backend,
+    parse_metrics,
+    value_of,
+)
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+BASE_IMAGE = "local/debian-python:bookworm"
+DOCKER_SOCKET = "/var/run/docker.sock"
+LIBVIRT_RO_SOCKET = "/var/run/libvirt/libvirt-sock-ro"
+HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+PEM = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def debian_mirror() -> str | None:
+    """The Debian mirror the host's apt uses, so the base's apt goes where the host's goes."""
+    sources = ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]
+    sources += sorted(glob.glob("/etc/apt/sources.list.d/*.sources"))
+    for source in sources:
+        try:
+            text = Path(source).read_text()
+        except OSError:
+            continue
+        # One-line ("deb [opts] URI suite") and deb822 ("URIs: URI ...") styles.
+        for line in re.findall(r"^(?:deb(?:\s+\[[^\]]*\])?|URIs:)\s+(.+)$", text, re.M):
+            for uri in line.split():
+                if uri.startswith("http") and uri.rstrip("/").endswith("/debian"):
+                    return uri
+    return None
+
+
+def make_base_image(docker: DockerCLI) -> None:
+    """Debootstrap bookworm with python3 and venv, trim it, import it as ``BASE_IMAGE``."""
+    debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
+    if not os.path.exists(debootstrap):
+        missing_backend("debootstrap is not installed (Debian package debootstrap)")
+    if os.geteuid() != 0:
+        missing_backend("debootstrap needs root")
+    with tempfile.TemporaryDirectory(prefix="densityd-rootfs-", dir="/var/tmp") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        mirror = debian_mirror()
+        result = subprocess.run(
+            [
+                debootstrap,
+                "--variant=minbase",
+                "--include=python3,python3-venv,ca-certificates",
+                "bookworm",
+                str(rootfs),
+                *([mirror] if mirror else []),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if result.returncode != 0:
+            raise AssertionError(f"debootstrap failed:\n{result.stdout[-3000:]}{result.stderr}")
+        # What the official slim images leave out too; fewer files make every build step faster.
+        trimmed = ("var/cache/apt/*", "var/lib/apt/lists/*", "usr/share/doc/*", "usr/share/man/*")
+        for pattern in (*trimmed, "usr/share/locale/*"):
+            for path in glob.glob(str(rootfs / pattern)):
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        imported = subprocess.run(
+            [docker.binary, "import", "-", BASE_IMAGE],
+            stdin=tar.stdout,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert tar.stdout is not None
+        tar.stdout.close()
+        assert tar.wait() == 0 and imported.returncode == 0, imported.stderr
+
+
+def extra_ca_certs(docker: DockerCLI) -> str:
+    """PEM certificates the host trusts and the base image does not (the proxy's CA)."""
+    base_bundle = docker("run", "--rm", "--network", "none", BASE_IMAGE, "cat", HOST_CA_BUNDLE)
+    base = set(PEM.findall(base_bundle))
+    host = PEM.findall(Path(HOST_CA_BUNDLE).read_text())
+    return "\n".join(cert for cert in host if cert not in base)
+
+
+def libvirt_answers_non_root() -> bool:
+    """Tell whether libvirtd's read-only socket answers a user who is not root."""
+    if shutil.which("virsh") is None or shutil.which("setpriv") is None:
+        return False
+    probe = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+    command = [*probe, "virsh", "-r", "-c", "qemu:///system", "version"]
+    try:
+        return subprocess.run(command, capture_output=True, timeout=30).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def container_log(docker: DockerCLI, name: str) -> str:
+    """A container's output, stdout and stderr together."""
+    result = subprocess.run(
+        [docker.binary, "logs", name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    return result.stdout
+
+
+def remove_images(docker: DockerCLI, ids: list[str], keep: set[str]) -> None:
+    """Remove the build's images, newest first, sparing ``keep`` (the base)."""
+    for image_id in reversed(ids):
+        if not any(k.startswith(image_id) for k in keep):
+            docker("rmi", image_id, check=False)
+
+
+@pytest.fixture(scope="module")
+def image(docker_cli: DockerCLI) -> Iterator[str]:
+    """The Dockerfile built on the debootstrapped base; removed (base kept) afterwards."""
+    if not docker_cli("images", "-q", BASE_IMAGE):
+        make_base_image(docker_cli)
+    base_id = docker_cli("images", "-q", "--no-trunc", BASE_IMAGE)
+    tag = f"densityd-test-image:{uuid.uuid4().hex[:8]}"
+    command = [
+        docker_cli.binary,
+        "build",
+        "--network",
+        "host",
+        "--force-rm",
+        "--build-arg",
+        f"BASE_IMAGE={BASE_IMAGE}",
+        "--build-arg",
+        f"EXTRA_CA_CERTS={extra_ca_certs(docker_cli)}",
+        "-t",
+        tag,
+        str(REPO),
+    ]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "DOCKER_BUILDKIT": "0"},
+    )
+    # Every step's image, the build stage's included (the classic builder keeps them).
+    built = re.findall(r"^ ---> ([0-9a-f]{12})$", result.stdout, re.M)
+    try:
+        assert result.returncode == 0, f"build failed:\n{result.stdout[-4000:]}{result.stderr}"
+        yield tag
+    finally:
+        docker_cli("rmi", tag, check=False)
+        remove_images(docker_cli, built, {base_id.removeprefix("sha256:")})
+
+
+def test_image_runs_as_non_root_with_a_healthcheck(docker_cli: DockerCLI, image: str) -> None:
+    """The image's user, port, volume, entrypoint and health check are what the README says."""
+    config = docker_cli("inspect", "--format", "{{json .Config}}", image)
+    inspected = json.loads(config)
+    assert inspected["User"] == "densityd"
+    assert inspected["Entrypoint"] == ["densityd"]
+    assert inspected["Cmd"] == ["run"]
+    assert "9847/tcp" in inspected["ExposedPorts"]
+    assert "/var/lib/densityd" in inspected["Volumes"]
+    assert "DENSITYD_STATE_DIR=/var/lib/densityd" in inspected["Env"]
+    assert inspected["Healthcheck"]["Test"][0] == "CMD"
+    # The build tools stayed in the build stage.
+    shell = ("run", "--rm", "--network", "none", "--entrypoint", "sh", image, "-c")
+    assert docker_cli(*shell, "id -u; command -v gcc || true") == "10001"
+
+
+def test_container_serves_the_hosts_containers(
+    docker_cli: DockerCLI, containers: Containers, image: str
+) -> None:
+    """With the README's read-only mounts the containerised daemon sees the host's containers
+    and VMs, reports every source up, and turns healthy."""
+    if not os.path.exists(DOCKER_SOCKET):
+        missing_backend(f"{DOCKER_SOCKET} does not exist")
+    workload = containers.run()
+    port = free_port()
+    mounts = [
+        f"{DOCKER_SOCKET}:{DOCKER_SOCKET}:ro",
+        "/sys/fs/cgroup:/host/sys/fs/cgroup:ro",
+        "/proc:/host/proc:ro",
+    ]
+    libvirt = os.path.exists(LIBVIRT_RO_SOCKET)
+    if libvirt:
+        mounts.append(f"{LIBVIRT_RO_SOCKET}:{LIBVIRT_RO_SOCKET}:ro")
+    # The daemon is not root: libvirt answers it only where libvirtd lets any user use the
+    # read-only socket (polkit running, or auth_unix_ro = "none"); ask as nobody to know.
+    libvirt_for_anyone = libvirt and libvirt_answers_non_root()
+    libvirt_up = (1 if libvirt_for_anyone else 0) if libvirt else None
+    name = f"densityd-test-{uuid.uuid4().hex[:8]}"
+    docker_cli(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--label",
+        f"{TEST_LABEL}=1",
+        "--network",
+        "host",
+        "--group-add",
+        str(os.stat(DOCKER_SOCKET).st_gid),
+        *[arg for mount in mounts for arg in ("-v", mount)],
+        "-e",
+        f"DENSITYD_LISTEN_ADDRESS=127.0.0.1:{port}",
+        "--health-interval",
+        "2s",
+        image,
+        "run",
+        "--interval",
+        "1",
+        "--cgroup-root",
+        "/host/sys/fs/cgroup",
+        "--proc-root",
+        "/host/proc",
+        *([] if libvirt else ["--no-libvirt"]),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        series: Series = {}
+        while time.monotonic() < deadline:
+            try:
+                series = parse_metrics(
+                    requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+                )
+            except requests.RequestException:
+                series: Series = {}
+            if (
+                value_of(series, "densityd_workload_info", id=workload) == 1
+                and value_of(series, "densityd_workload_memory_bytes", id=workload) is not None
+                and value_of(series, "densityd_source_up", source="docker") == 1
+                and value_of(series, "densityd_source_up", source="libvirt") == libvirt_up
+            ):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(
+                f"no metrics of {workload} with docker up (libvirt {libvirt_for_anyone}) in 60 s:\n"
+                + container_log(docker_cli, name)
+                + "\n"
+                + "\n".join(f"{k}: {v}" for k, v in series.items() if "source_up" in k[0])
+            )
+        assert value_of(series, "densityd_source_up", source="host") == 1
+        status = ""
+        while time.monotonic() < deadline + 30:
+            status = docker_cli("inspect", "--format", "{{.State.Health.Status}}", name)
+            if status == "healthy":
+                break
+            time.sleep(1)
+        assert status == "healthy", docker_cli("inspect", "--format", "{{json .State}}", name)
+        assert docker_cli("exec", name, "id", "-un") == "densityd"
+    finally:
+        docker_cli("rm", "-f", name, check=False)
