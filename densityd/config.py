@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     listen_address: str = Field(
         "0.0.0.0:9847", description="Address to serve /metrics on, as HOST:PORT."
     )
+    web_config_file: Path | None = Field(
+        None,
+        description="exporter-toolkit web config file (YAML) for TLS and basic auth; "
+        "re-read when it or the certificates change (default: plain HTTP, no auth).",
+    )
     interval: float = Field(15.0, gt=0, description="Seconds between sampling passes.")
     disk_interval: float = Field(
         300.0,
@@ -102,6 +107,11 @@ class Settings(BaseSettings):
         16, ge=1, le=256, description="Threads for Engine stats API calls (fallback path)."
     )
     docker_timeout: float = Field(10.0, gt=0, description="Timeout of one Docker API call.")
+    docker_label_allowlist: list[str] = Field(
+        default_factory=list,
+        description="Container label keys exported on densityd_workload_info as "
+        "label_<key> (other labels are never read; default: none).",
+    )
     libvirt: bool = Field(True, description="Sample libvirt VMs when libvirt is reachable.")
     libvirt_uri: str = Field(
         "qemu:///system", description="libvirt connection URI (opened read-only)."

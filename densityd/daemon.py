@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client.registry import Collector
 
 from densityd import __version__
-from densityd.config import Settings
+from densityd.config import ConfigError, Settings
 from densityd.exporter import Exposition
 from densityd.live_plan import LivePlan
 from densityd.model import WorkloadKind
@@ -29,6 +30,13 @@ from densityd.sources.docker import DockerSource
 from densityd.sources.host import HostSource
 from densityd.store import HISTORY_FILE, HistoryStore
 from densityd.web import WebServer, make_app
+from densityd.web_config import (
+    PasswordChecker,
+    WebConfigCollector,
+    WebConfigWatcher,
+    exposure_warning,
+    require_basic_auth,
+)
 
 log = logging.getLogger("densityd")
 
@@ -67,6 +75,7 @@ def build_sources(settings: Settings) -> SourceSet:
             api_workers=settings.docker_api_workers,
             timeout=settings.docker_timeout,
             proc_root=settings.proc_root,
+            label_allowlist=settings.docker_label_allowlist,
         )
         sources.append(docker_source)
 
@@ -165,6 +174,13 @@ def run_daemon(settings: Settings) -> int:
     signal.signal(signal.SIGINT, request_stop)
 
     host, port = settings.listen
+    try:
+        web_config = (
+            WebConfigWatcher(settings.web_config_file) if settings.web_config_file else None
+        )
+    except ConfigError as exc:
+        print(f"densityd: {exc}", file=sys.stderr)
+        return 2
     holder = SnapshotHolder()
     recorder = (
         HistoryRecorder(
@@ -187,18 +203,27 @@ def run_daemon(settings: Settings) -> int:
         holder.subscribe(recorder.record)
     holder.subscribe(live_plan.update)
     extra: list[Collector] = [live_plan] if recorder is None else [recorder, live_plan]
+    if web_config is not None:
+        extra.append(WebConfigCollector(web_config))
+    app = make_app(
+        Exposition(holder, extra=extra),
+        holder,
+        max_age=3 * settings.interval + settings.source_timeout,
+        plan=live_plan,
+    )
+    if web_config is not None:
+        checker = PasswordChecker()
+        app = require_basic_auth(app, lambda: web_config.current().users, checker)
+    tls = web_config is not None and web_config.current().tls is not None
     # Bind first: a port in use should fail at once, before any backend is touched.
     server = WebServer(
-        make_app(
-            Exposition(holder, extra=extra),
-            holder,
-            max_age=3 * settings.interval + settings.source_timeout,
-            plan=live_plan,
-        ),
-        host,
-        port,
+        app, host, port, tls_context=web_config.ssl_context if web_config and tls else None
     )
-    log.info("densityd %s listening on http://%s:%d/metrics", __version__, host, server.port)
+    scheme = "https" if tls else "http"
+    log.info("densityd %s listening on %s://%s:%d/metrics", __version__, scheme, host, server.port)
+    warning = exposure_warning(host, web_config.current() if web_config else None)
+    if warning:
+        log.warning("%s", warning)
     source_set = build_sources(settings)
     found.append(source_set)
     missing = log_found_sources(source_set, settings)

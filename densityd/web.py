@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -28,12 +30,42 @@ from densityd.planner.quantity import QuantityError, parse_profile
 from densityd.planning import KINDS, VIEWS, PlanRequest, PlanRequestError
 from densityd.sampler import SnapshotHolder
 
+log = logging.getLogger("densityd")
+
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+TLSContext = Callable[[], ssl.SSLContext]
+
+# A client that connects and never finishes its TLS handshake must not hold a thread forever.
+HANDSHAKE_TIMEOUT = 10.0
 
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    tls_context: TLSContext | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Handle one connection, after a TLS handshake on it when TLS is on.
+
+        The handshake runs here, on the connection's own thread, not in the accept loop,
+        so that a slow or hostile client delays nobody else. The context is fetched per
+        connection, so a reloaded certificate applies to the next connection.
+        """
+        if self.tls_context is None:
+            super().finish_request(request, client_address)
+            return
+        try:
+            request.settimeout(HANDSHAKE_TIMEOUT)
+            tls = self.tls_context().wrap_socket(request, server_side=True)
+            tls.settimeout(None)
+        except (OSError, ssl.SSLError) as exc:  # plain HTTP, no client certificate, ...
+            log.debug("TLS handshake with %s failed: %s", client_address[0], exc)
+            return
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            # wrap_socket detached ``request``; the TLS socket is the one to close.
+            self.shutdown_request(tls)
 
 
 class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
@@ -158,11 +190,17 @@ def make_app(
 
 
 class WebServer:
-    """Serves the app on a background thread until stopped."""
+    """Serves the app on a background thread until stopped.
 
-    def __init__(self, app: WSGIApp, host: str, port: int) -> None:
+    With ``tls_context``, every connection speaks TLS with the context it returns then.
+    """
+
+    def __init__(
+        self, app: WSGIApp, host: str, port: int, tls_context: TLSContext | None = None
+    ) -> None:
         server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
         self._server = make_server(host, port, app, server_class, _QuietHandler)
+        self._server.tls_context = tls_context
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 
     @property

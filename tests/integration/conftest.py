@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -62,7 +63,14 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     """Start ``densityd run`` with extra flags; every daemon is stopped after the test."""
     daemons: list[Daemon] = []
 
-    def start(*args: str, interval: float = 1.0, env: dict[str, str] | None = None) -> Daemon:
+    def start(
+        *args: str,
+        interval: float = 1.0,
+        env: dict[str, str] | None = None,
+        scheme: str = "http",
+        probe: dict[str, Any] | None = None,
+    ) -> Daemon:
+        """``probe``: more ``requests.get`` arguments for the health check (TLS, auth)."""
         port = free_port()
         log_path = tmp_path / f"densityd-{port}.log"
         command = [
@@ -86,14 +94,15 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
             text=True,
             env={**os.environ, **(env or {})},
         )
-        daemon = Daemon(process, f"http://127.0.0.1:{port}", log_path)
+        daemon = Daemon(process, f"{scheme}://127.0.0.1:{port}", log_path)
         daemons.append(daemon)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise AssertionError(f"densityd exited with {process.returncode}:\n{daemon.log()}")
             try:
-                if requests.get(f"{daemon.url}/healthz", timeout=2).status_code == 200:
+                response = requests.get(f"{daemon.url}/healthz", timeout=2, **(probe or {}))
+                if response.status_code == 200:
                     return daemon
             except requests.RequestException:
                 pass

@@ -1,0 +1,440 @@
+"""The web configuration file (``--web-config-file``): TLS and basic auth, reloaded on change.
+
+The format is the exporter-toolkit's, which Prometheus's own exporters read::
+
+    tls_server_config:
+      cert_file: server.crt          # relative paths are relative to this file
+      key_file: server.key
+      client_auth_type: RequireAndVerifyClientCert
+      client_ca_file: ca.crt
+      min_version: TLS12
+    basic_auth_users:
+      prometheus: $2y$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG
+
+The file and the files it names are checked for changes on every new connection, so a
+rotated certificate or a new password applies without a restart; a file that no longer
+loads leaves the previous configuration in force.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import logging
+import os
+import re
+import secrets
+import ssl
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import yaml
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from densityd.config import ConfigError
+
+log = logging.getLogger("densityd")
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+REALM = "densityd"
+
+# Go's tls.ClientAuthType names. Python's ssl cannot ask for a certificate without verifying
+# it, so RequireAnyClientCert is refused rather than silently made stricter or looser;
+# RequestClientCert asks for a certificate nobody looks at, so not asking is equivalent.
+_CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "RequestClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+_TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+_TOP_KEYS = {"tls_server_config", "basic_auth_users", "http_server_config"}
+_TLS_KEYS = {
+    "cert_file",
+    "key_file",
+    "client_auth_type",
+    "client_ca_file",
+    "min_version",
+    "max_version",
+    "prefer_server_cipher_suites",
+}
+# Known exporter-toolkit keys densityd cannot honour; ignoring them would weaken what the
+# operator asked for, so they are errors.
+_UNSUPPORTED = {
+    "rate_limit": "rate limiting",
+    "tls_server_config.cert": "an inline certificate (use cert_file)",
+    "tls_server_config.key": "an inline key (use key_file)",
+    "tls_server_config.client_ca": "an inline client CA (use client_ca_file)",
+    "tls_server_config.client_allowed_sans": "client SAN matching",
+    "tls_server_config.cipher_suites": "Go cipher suite names",
+    "tls_server_config.curve_preferences": "Go curve names",
+}
+_BCRYPT_HASH = re.compile(r"^\$2[abxy]\$\d\d\$[./A-Za-z0-9]{53}$")
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """``tls_server_config``, with paths resolved against the web config file's directory."""
+
+    cert_file: Path
+    key_file: Path
+    client_auth_type: str = "NoClientCert"
+    client_ca_file: Path | None = None
+    min_version: str = "TLS12"
+    max_version: str = "TLS13"
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The files whose change means a reload."""
+        ca = (self.client_ca_file,) if self.client_ca_file else ()
+        return (self.cert_file, self.key_file, *ca)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """One loaded web configuration: the TLS context (None for plain HTTP) and the users."""
+
+    tls: TLSSettings | None = None
+    users: Mapping[str, str] = field(default_factory=dict)
+    context: ssl.SSLContext | None = None
+
+
+def parse_web_config(text: str, path: Path) -> WebConfig:
+    """Parse and check the YAML of ``path``; raise ``ConfigError`` naming the file and key."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"web config file {path} is not valid YAML: {exc}") from None
+    if document is None:
+        return WebConfig()
+    top = _mapping(document, path, "the top level")
+    _check_keys(top, _TOP_KEYS, path, "")
+    if "http_server_config" in top:
+        # HTTP/2 and extra response headers: nothing that weakens security when absent.
+        log.info("web config file %s: http_server_config is ignored", path)
+    tls = _parse_tls(top["tls_server_config"], path) if "tls_server_config" in top else None
+    users = _parse_users(top.get("basic_auth_users"), path)
+    return WebConfig(tls=tls, users=users, context=tls_context(tls, path) if tls else None)
+
+
+def _mapping(value: Any, path: Path, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(f"web config file {path}: {where} must be a mapping")
+    return value
+
+
+def _check_keys(values: Mapping[str, Any], known: set[str], path: Path, prefix: str) -> None:
+    unknown = sorted(prefix + key for key in values if key not in known)
+    unsupported = [key for key in unknown if key in _UNSUPPORTED]
+    if unsupported:
+        what = ", ".join(f"{key} ({_UNSUPPORTED[key]})" for key in unsupported)
+        raise ConfigError(f"web config file {path}: not supported by densityd: {what}")
+    if unknown:
+        raise ConfigError(f"web config file {path}: unknown key(s): {', '.join(unknown)}")
+
+
+def _parse_tls(value: Any, path: Path) -> TLSSettings:
+    tls = _mapping(value, path, "tls_server_config")
+    _check_keys(tls, _TLS_KEYS, path, "tls_server_config.")
+
+    def text(key: str, default: str | None = None) -> str | None:
+        got = tls.get(key, default)
+        if got is not None and not isinstance(got, str):
+            raise ConfigError(f"web config file {path}: tls_server_config.{key} must be a string")
+        return got or default
+
+    def file(key: str) -> Path | None:
+        name = text(key)
+        return None if name is None else path.parent / name
+
+    cert, key = file("cert_file"), file("key_file")
+    if cert is None or key is None:
+        raise ConfigError(
+            f"web config file {path}: tls_server_config needs both cert_file and key_file"
+        )
+    auth = text("client_auth_type", "NoClientCert")
+    if auth == "RequireAnyClientCert":
+        raise ConfigError(
+            f"web config file {path}: tls_server_config.client_auth_type RequireAnyClientCert "
+            "(a certificate nobody verifies) is not supported; use RequireAndVerifyClientCert"
+        )
+    if auth not in _CLIENT_AUTH:
+        raise ConfigError(
+            f"web config file {path}: tls_server_config.client_auth_type {auth!r} is not one of "
+            f"{', '.join([*_CLIENT_AUTH, 'RequireAnyClientCert'])}"
+        )
+    ca = file("client_ca_file")
+    if _CLIENT_AUTH[auth] != ssl.CERT_NONE and ca is None:
+        raise ConfigError(
+            f"web config file {path}: tls_server_config.client_auth_type {auth} "
+            "needs client_ca_file"
+        )
+    if ca is not None and _CLIENT_AUTH[auth] == ssl.CERT_NONE:
+        raise ConfigError(
+            f"web config file {path}: tls_server_config.client_ca_file is set but "
+            f"client_auth_type {auth} never verifies a client certificate"
+        )
+    versions = {}
+    for name, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
+        version = text(name, default)
+        if version not in _TLS_VERSIONS:
+            raise ConfigError(
+                f"web config file {path}: tls_server_config.{name} {version!r} is not one of "
+                f"{', '.join(_TLS_VERSIONS)}"
+            )
+        versions[name] = version
+    if _TLS_VERSIONS[versions["min_version"]] > _TLS_VERSIONS[versions["max_version"]]:
+        raise ConfigError(
+            f"web config file {path}: tls_server_config.min_version is above max_version"
+        )
+    return TLSSettings(cert, key, auth, ca, versions["min_version"], versions["max_version"])
+
+
+def _parse_users(value: Any, path: Path) -> dict[str, str]:
+    if value is None:
+        return {}
+    users = _mapping(value, path, "basic_auth_users")
+    for user, hashed in users.items():
+        if not isinstance(hashed, str) or not _BCRYPT_HASH.match(hashed):
+            raise ConfigError(
+                f"web config file {path}: basic_auth_users.{user} is not a bcrypt hash "
+                "(make one with: htpasswd -nBC 10 '' | tr -d ':\\n')"
+            )
+    return dict(users)
+
+
+def tls_context(tls: TLSSettings, path: Path) -> ssl.SSLContext:
+    """A new server-side context for ``tls``; raise ``ConfigError`` naming the bad file."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = _TLS_VERSIONS[tls.min_version]
+    context.maximum_version = _TLS_VERSIONS[tls.max_version]
+    context.verify_mode = _CLIENT_AUTH[tls.client_auth_type]
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"web config file {path}: tls_server_config.cert_file {tls.cert_file} / "
+            f"key_file {tls.key_file}: cannot load: {exc}"
+        ) from None
+    if tls.client_ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=tls.client_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"web config file {path}: tls_server_config.client_ca_file "
+                f"{tls.client_ca_file}: cannot load: {exc}"
+            ) from None
+    return context
+
+
+def load_web_config(path: Path) -> WebConfig:
+    """Read and check the web config file; raise ``ConfigError`` naming the file and key."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"web config file {path}: cannot read: {exc.strerror}") from None
+    return parse_web_config(text, path)
+
+
+def _fingerprint(paths: Iterable[Path]) -> tuple[tuple[int, ...] | None, ...]:
+    """What changes when any of ``paths`` is rewritten, replaced or removed."""
+    stamps: list[tuple[int, ...] | None] = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            stamps.append(None)
+        else:
+            stamps.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(stamps)
+
+
+class WebConfigWatcher:
+    """The current web configuration, reloaded when its file or the files it names change.
+
+    TLS cannot be turned on or off without a restart (the listening socket's protocol is
+    fixed), so a reload that would do either is refused like any other bad file.
+    """
+
+    def __init__(self, path: Path, load: Callable[[Path], WebConfig] = load_web_config) -> None:
+        self._path = path
+        self._load = load
+        self._lock = threading.Lock()
+        self._config = load(path)  # a bad file at start is the caller's ConfigError
+        self._stamp = self._current_stamp(self._config)
+        self.last_reload_successful = True
+
+    @property
+    def path(self) -> Path:
+        """The web config file."""
+        return self._path
+
+    def _current_stamp(self, config: WebConfig) -> tuple[tuple[int, ...] | None, ...]:
+        return _fingerprint((self._path, *(config.tls.files if config.tls else ())))
+
+    def current(self) -> WebConfig:
+        """The latest configuration that loaded, after reloading if anything changed."""
+        with self._lock:
+            if self._current_stamp(self._config) != self._stamp:
+                self._reload()
+            return self._config
+
+    def _reload(self) -> None:
+        # Remember the stamp even on failure, so that a bad file is reported once, not on
+        # every connection, and retried when it changes again.
+        self._stamp = self._current_stamp(self._config)
+        try:
+            config = self._load(self._path)
+            if (config.tls is None) != (self._config.tls is None):
+                raise ConfigError(
+                    f"web config file {self._path}: turning TLS on or off needs a restart"
+                )
+        except ConfigError as exc:
+            self.last_reload_successful = False
+            log.error("%s; keeping the previous web configuration", exc)
+            return
+        self._config = config
+        self._stamp = self._current_stamp(config)
+        self.last_reload_successful = True
+        log.info("web config file %s reloaded", self._path)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context for a new connection (only called when TLS is on)."""
+        context = self.current().context
+        assert context is not None, "TLS cannot be turned off by a reload"
+        return context
+
+
+class PasswordChecker:
+    """bcrypt verification with a cache of successes, so that scrapes stay fast.
+
+    bcrypt costs ~100 ms at cost 10 by design. A success is remembered under a keyed hash of
+    the password and the stored hash (a changed hash misses the cache); failures are not, so
+    the cache cannot be grown by guessing.
+    """
+
+    def __init__(self, max_entries: int = 256) -> None:
+        self._key = secrets.token_bytes(32)
+        self._ok: set[bytes] = set()
+        self._max_entries = max_entries
+        self._lock = threading.Lock()
+        # Unknown users still pay one bcrypt, so that timing does not reveal who exists.
+        self._dummy = bcrypt.hashpw(b"densityd", bcrypt.gensalt(rounds=10))
+
+    def check(self, users: Mapping[str, str], user: str, password: str) -> bool:
+        """Whether ``password`` is ``user``'s."""
+        hashed = users.get(user)
+        stored = hashed.encode() if hashed is not None else self._dummy
+        token = hmac.new(
+            self._key, b"\0".join((user.encode(), stored, password.encode())), hashlib.sha256
+        ).digest()
+        with self._lock:
+            if token in self._ok:
+                return True
+        try:
+            ok = bcrypt.checkpw(password.encode(), stored)
+        except ValueError:
+            ok = False
+        if ok and hashed is not None:
+            with self._lock:
+                if len(self._ok) >= self._max_entries:
+                    self._ok.clear()
+                self._ok.add(token)
+        return ok and hashed is not None
+
+
+def basic_credentials(header: str) -> tuple[str, str] | None:
+    """User and password of an ``Authorization: Basic`` header, None if it is not one."""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+def require_basic_auth(
+    app: WSGIApp, users: Callable[[], Mapping[str, str]], checker: PasswordChecker
+) -> WSGIApp:
+    """``app`` behind basic auth on every path, while ``users()`` is not empty."""
+
+    def guarded(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        current = users()
+        if not current:
+            return app(environ, start_response)
+        credentials = basic_credentials(environ.get("HTTP_AUTHORIZATION", ""))
+        if credentials is not None and checker.check(current, *credentials):
+            return app(environ, start_response)
+        start_response(
+            "401 Unauthorized",
+            [
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("WWW-Authenticate", f'Basic realm="{REALM}"'),
+            ],
+        )
+        return [b"Unauthorized\n"]
+
+    return guarded
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a listen address's host part) is reachable only from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve to anything
+
+
+def exposure_warning(host: str, config: WebConfig | None) -> str | None:
+    """A warning when a non-loopback listener lacks TLS or authentication, else None."""
+    if is_loopback(host):
+        return None
+    tls = config is not None and config.tls is not None
+    auth = config is not None and bool(config.users)
+    if not tls and not auth:
+        return (
+            f"listening on {host} without TLS or authentication: anyone who can reach the "
+            "port can read the metrics and the plan API; see --web-config-file"
+        )
+    if not tls:
+        return (
+            f"listening on {host} with basic auth but without TLS: passwords cross the "
+            "network in clear text; add tls_server_config to the --web-config-file"
+        )
+    return None
+
+
+class WebConfigCollector:
+    """``densityd_web_config_last_reload_successful``: whether the web config file loads."""
+
+    def __init__(self, watcher: WebConfigWatcher) -> None:
+        self._watcher = watcher
+
+    def collect(self) -> Iterator[Metric]:
+        """One gauge, 1 while the last (re)load of the web config file succeeded."""
+        gauge = GaugeMetricFamily(
+            "densityd_web_config_last_reload_successful",
+            "1 if the last reload of the web config file succeeded, 0 if the previous "
+            "configuration is still in force because the file no longer loads.",
+        )
+        gauge.add_metric([], 1.0 if self._watcher.last_reload_successful else 0.0)
+        yield gauge
