@@ -13,9 +13,10 @@ DESIGN §5. Sample output::
 from __future__ import annotations
 
 import gzip
+import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import ProcessCollector, generate_latest
@@ -27,6 +28,28 @@ from densityd.model import Snapshot, WorkloadSample
 from densityd.sampler import SnapshotHolder
 
 IDENTITY_LABELS = ("kind", "id", "name")
+INFO_LABELS = (*IDENTITY_LABELS, "image", "os", "state")
+_NOT_IN_LABEL_NAME = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def workload_label_names(keys: Iterable[str]) -> dict[str, str]:
+    """Map workload label keys to ``densityd_workload_info`` label names: ``label_<key>``.
+
+    Characters a Prometheus label name cannot hold become ``_``. Keys that collide after that
+    (``team.name`` and ``team_name``) are told apart deterministically: in sorted key order the
+    first keeps the name, the next get ``_2``, ``_3``, ...
+    """
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for key in sorted(set(keys)):
+        base = "label_" + _NOT_IN_LABEL_NAME.sub("_", key)
+        name, suffix = base, 1
+        while name in taken:
+            suffix += 1
+            name = f"{base}_{suffix}"
+        names[key] = name
+        taken.add(name)
+    return names
 
 
 @dataclass(frozen=True)
@@ -173,10 +196,14 @@ class SnapshotCollector:
 
     @staticmethod
     def _workload_families(snapshot: Snapshot | None) -> Iterator[Metric]:
+        workloads = snapshot.workloads if snapshot is not None else ()
+        # The allowlisted container labels; a workload without one of them gets "".
+        label_names = workload_label_names(key for w in workloads for key, _ in w.labels)
         info = GaugeMetricFamily(
             "densityd_workload_info",
-            "Workload metadata; value is always 1.",
-            labels=[*IDENTITY_LABELS, "image", "os", "state"],
+            "Workload metadata, with the allowlisted container labels as label_<key>; "
+            "value is always 1.",
+            labels=[*INFO_LABELS, *label_names.values()],
         )
         families = [
             (
@@ -197,10 +224,19 @@ class SnapshotCollector:
             "Virtual size of one virtual disk.",
             labels=DEVICE_LABELS,
         )
-        workloads = snapshot.workloads if snapshot is not None else ()
         for workload in workloads:
             identity = [str(workload.kind), workload.id, workload.name]
-            info.add_metric([*identity, workload.image, workload.os, workload.state], 1)
+            values = dict(workload.labels)
+            info.add_metric(
+                [
+                    *identity,
+                    workload.image,
+                    workload.os,
+                    workload.state,
+                    *(values.get(key, "") for key in label_names),
+                ],
+                1,
+            )
             for device in workload.block_devices:
                 if device.bytes is not None:
                     device_bytes.add_metric([*identity, device.name], device.bytes)

@@ -1,7 +1,9 @@
 """The Docker source: every container's CPU, memory, block I/O and writable-layer size.
 
 The only module that imports ``docker``. It uses the Engine API read-only (GET requests only:
-list, inspect, events, info, stats) and reads usage from the cgroup files on the hot path:
+list, inspect, events, info, stats) and reads usage from the cgroup files on the hot path.
+Of a container's configuration it keeps only limits, name, image and the labels named in the
+allowlist; environment variables and other labels are never copied out of the inspect data.
 
 - one ``GET /containers/json`` per pass discovers containers;
 - ``inspect`` runs once per container and again only when it changes (state, name, image, or
@@ -53,6 +55,7 @@ class _ContainerMeta:
     memory_limit_bytes: int | None
     disk_limit_bytes: int | None
     cgroup_path: str | None
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,17 @@ def _root_cause(exc: BaseException) -> str:
     return str(exc)
 
 
+def allowlisted_labels(
+    labels: Mapping[str, Any] | None, allowlist: Iterable[str]
+) -> tuple[tuple[str, str], ...]:
+    """The allowlisted keys' values in allowlist order, ``""`` for a key the container lacks.
+
+    Every container gets every allowlisted key, so ``densityd_workload_info`` has one label set.
+    """
+    found = labels if isinstance(labels, Mapping) else {}
+    return tuple((key, str(found.get(key) or "")) for key in allowlist)
+
+
 def _is_local(base_url: str) -> bool:
     return base_url.startswith(("unix://", "http+unix://", "npipe://"))
 
@@ -98,8 +112,11 @@ class DockerSource:
         api_workers: int = 16,
         timeout: float = 10.0,
         proc_root: Path | str = "/proc",
+        label_allowlist: Iterable[str] = (),
     ) -> None:
         self._cgroups = CgroupReader(cgroup_root)
+        # Only these label keys are ever read, so the label cardinality stays what was asked.
+        self._label_allowlist = tuple(dict.fromkeys(label_allowlist))
         self._stats_mode = stats_mode
         self._timeout = timeout
         self._proc_root = Path(proc_root)
@@ -318,6 +335,9 @@ class DockerSource:
             memory_limit_bytes=memory if memory > 0 else None,
             disk_limit_bytes=disk_limit,
             cgroup_path=cgroup_path,
+            labels=allowlisted_labels(
+                (inspect.get("Config") or {}).get("Labels"), self._label_allowlist
+            ),
         )
 
     def _proc_cgroup(self, pid: Any) -> str | None:
@@ -388,6 +408,7 @@ class DockerSource:
             disk_limit_bytes=meta.disk_limit_bytes,
             disk_read_bytes=stats.read_bytes if stats else None,
             disk_written_bytes=stats.written_bytes if stats else None,
+            labels=meta.labels,
         )
 
     # -- the slow schedule --------------------------------------------------------------

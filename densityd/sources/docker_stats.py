@@ -38,7 +38,17 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def parse_stats(stats: Mapping[str, Any]) -> CgroupStats | None:
-    """Turn one Engine stats document into ``CgroupStats``; ``None`` for a stopped container."""
+    """Turn one Engine stats document into ``CgroupStats``; ``None`` for a stopped container.
+
+    Raises ``ValueError`` for a document that is not shaped like the Engine's.
+    """
+    try:
+        return _parse_stats(stats)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed Engine stats document: {exc}") from exc
+
+
+def _parse_stats(stats: Mapping[str, Any]) -> CgroupStats | None:
     memory = stats.get("memory_stats") or {}
     usage = memory.get("usage")
     cpu_usage = (stats.get("cpu_stats") or {}).get("cpu_usage") or {}
@@ -75,13 +85,19 @@ def parse_stats(stats: Mapping[str, Any]) -> CgroupStats | None:
 
 
 def count_cpuset(cpuset: str) -> int | None:
-    """Count the CPUs in a cpuset list such as ``0-3,8``; ``None`` when empty."""
+    """Count the CPUs in a cpuset list such as ``0-3,8``; ``None`` when empty.
+
+    Raises ``ValueError`` for text that is not a cpuset list.
+    """
     if not cpuset.strip():
         return None
     count = 0
     for part in cpuset.split(","):
         low, _, high = part.strip().partition("-")
-        count += (int(high) - int(low) + 1) if high else 1
+        size = (int(high) - int(low) + 1) if high else 1
+        if size < 1 or int(low) < 0:
+            raise ValueError(f"not a cpuset: {cpuset!r}")  # "3-1": the kernel refuses it too
+        count += size
     return count
 
 

@@ -81,27 +81,33 @@ def start_event_loop() -> None:
         _event_loop_started = True
 
 
-def _kib(stats: Mapping[str, Any], key: str) -> int | None:
+def _int(stats: Mapping[str, Any], key: str) -> int | None:
+    """An integer stat; anything else libvirt could hand over (text, a double) is not known."""
     value = stats.get(key)
-    return int(value) * 1024 if isinstance(value, int) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _kib(stats: Mapping[str, Any], key: str) -> int | None:
+    value = _int(stats, key)
+    return value * 1024 if value is not None else None
 
 
 def block_devices(stats: Mapping[str, Any]) -> tuple[BlockDevice, ...]:
     """The ``block.N.*`` entries of one domain's stats as devices."""
     devices = []
-    for index in range(int(stats.get("block.count", 0))):
+    for index in range(_int(stats, "block.count") or 0):
         prefix = f"block.{index}."
         # For a file, "physical" is what it occupies on the host's disk; "allocation" is the
         # highest written offset, which is 0 for a raw file however much it holds.
-        on_disk = stats.get(prefix + "physical", stats.get(prefix + "allocation"))
+        on_disk = _int(stats, prefix + "physical")
         devices.append(
             BlockDevice(
                 name=str(stats.get(prefix + "name", index)),
                 path=str(stats.get(prefix + "path", "")),
-                bytes=on_disk,
-                capacity_bytes=stats.get(prefix + "capacity"),
-                read_bytes=stats.get(prefix + "rd.bytes"),
-                written_bytes=stats.get(prefix + "wr.bytes"),
+                bytes=on_disk if on_disk is not None else _int(stats, prefix + "allocation"),
+                capacity_bytes=_int(stats, prefix + "capacity"),
+                read_bytes=_int(stats, prefix + "rd.bytes"),
+                written_bytes=_int(stats, prefix + "wr.bytes"),
             )
         )
     return tuple(devices)
@@ -125,10 +131,10 @@ def vm_sample(
     uuid: str, config: DomainConfig, stats: Mapping[str, Any], devices: tuple[BlockDevice, ...]
 ) -> WorkloadSample:
     """One VM's sample from its stats, its configuration, and its disks."""
-    state = int(stats.get("state.state", 0))
+    state = _int(stats, "state.state") or 0
     active = state in ACTIVE_STATES
-    cpu_time = stats.get("cpu.time")
-    vcpus = stats.get("vcpu.current", config.vcpus)
+    cpu_time = _int(stats, "cpu.time")
+    vcpus = _int(stats, "vcpu.current") or config.vcpus
     return WorkloadSample(
         kind=WorkloadKind.VM,
         id=uuid,
@@ -137,8 +143,8 @@ def vm_sample(
         os=config.os,
         state=STATE_NAMES.get(state, str(state)),
         running=active,
-        cpu_seconds=cpu_time / 1e9 if active and isinstance(cpu_time, int) else None,
-        cpu_limit_cores=float(vcpus) if vcpus else None,
+        cpu_seconds=cpu_time / 1e9 if active and cpu_time is not None else None,
+        cpu_limit_cores=float(vcpus) if vcpus and vcpus > 0 else None,
         memory_bytes=_kib(stats, "balloon.rss") if active else None,
         memory_limit_bytes=_kib(stats, "balloon.maximum") or config.memory_bytes,
         disk_bytes=_sum([d.bytes for d in devices]),

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
 from densityd import __version__
-from densityd.exporter import Exposition, SnapshotCollector
+from densityd.exporter import Exposition, SnapshotCollector, workload_label_names
 from densityd.model import (
     DiskUsage,
     HostSample,
@@ -440,3 +440,61 @@ def test_exposition_renders_each_snapshot_once(monkeypatch: pytest.MonkeyPatch) 
         exposition.body()
         exposition.body(gzipped=True)
     assert calls == [snapshot]
+
+
+def info_labels(snap: Snapshot) -> dict[str, dict[str, str]]:
+    family = collect(snap)["densityd_workload_info"]
+    return {s.labels["id"]: s.labels for s in family.samples}
+
+
+def test_allowlisted_labels_become_info_labels_and_vms_get_empty_values() -> None:
+    labelled = container(labels=(("team", "payments"), ("com.example/tier", "web")))
+    found = info_labels(snapshot(labelled, vm()))
+    assert found[CONTAINER_ID]["label_team"] == "payments"
+    assert found[CONTAINER_ID]["label_com_example_tier"] == "web"
+    assert found[VM_UUID]["label_team"] == found[VM_UUID]["label_com_example_tier"] == ""
+    assert set(found[VM_UUID]) == set(found[CONTAINER_ID])
+
+
+def test_no_labels_keep_the_documented_info_label_set() -> None:
+    found = info_labels(snapshot(container(), vm()))
+    assert set(found[CONTAINER_ID]) == {"kind", "id", "name", "image", "os", "state"}
+
+
+def test_label_names_are_sanitized_and_collisions_resolved_deterministically() -> None:
+    keys = ["team_name", "team.name", "team-name", "9lives", "é", "team_name_2"]
+    names = workload_label_names(keys)
+    assert names == workload_label_names(reversed(keys))
+    assert names["9lives"] == "label_9lives"
+    assert names["é"] == "label__"
+    # Sorted: "team-name" < "team.name" < "team_name" < "team_name_2".
+    assert names["team-name"] == "label_team_name"
+    assert names["team.name"] == "label_team_name_2"
+    assert names["team_name"] == "label_team_name_3"
+    assert names["team_name_2"] == "label_team_name_2_2"
+    assert len(set(names.values())) == len(keys)
+    for name in names.values():
+        assert name.isascii() and name.replace("_", "a").isalnum() and not name[0].isdigit()
+
+
+def hostile_labelled_snapshot() -> Snapshot:
+    workloads = tuple(
+        container(id=f"{index:064x}", name=f"c{index}", labels=(("team", value), ("a.b", value)))
+        for index, value in enumerate(HOSTILE)
+    )
+    return snapshot(*workloads, vm())
+
+
+def test_hostile_label_values_on_workload_info_round_trip() -> None:
+    text = exposition(hostile_labelled_snapshot())
+    parsed = {f.name: f for f in text_string_to_metric_families(text)}
+    samples = parsed["densityd_workload_info"].samples
+    assert {s.labels["label_team"] for s in samples if s.labels["kind"] == "container"} == set(
+        HOSTILE
+    )
+    assert all(s.labels["label_team"] == s.labels["label_a_b"] for s in samples)
+
+
+def test_promtool_accepts_hostile_label_values() -> None:
+    result = promtool_check(exposition(hostile_labelled_snapshot()))
+    assert (result.returncode, result.stdout.strip(), result.stderr.strip()) == (0, "", "")
