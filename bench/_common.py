@@ -6,14 +6,17 @@ directory first on ``sys.path``), so run them as ``python bench/<script>.py``.
 
 from __future__ import annotations
 
+import argparse
 import http.client
+import json
 import math
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -136,3 +139,23 @@ def loadavg() -> list[str]:
 def clean_env(prefix: str = "DENSITYD_") -> dict[str, str]:
     """This process's environment without the variables that would configure densityd."""
     return {k: v for k, v in os.environ.items() if not k.startswith(prefix)}
+
+
+def run_benchmark(run: Callable[[argparse.Namespace], dict[str, Any]], args: Any) -> int:
+    """Run a benchmark and write its JSON where ``--json`` says; the exit status.
+
+    1 when it fails (``BenchError``), 130 when interrupted (Ctrl-C, or SIGTERM).
+    """
+    with sigterm_as_interrupt():
+        try:
+            document = run(args)
+            if args.json:
+                args.json.write_text(json.dumps(document, indent=2) + "\n")
+                print(f"\nwrote {args.json}")
+        except BenchError as exc:
+            print(f"benchmark failed: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+    return 0

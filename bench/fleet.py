@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
-import json
 import math
 import os
 import platform
@@ -53,7 +52,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from _common import BenchError, cpu_model, loadavg, sigterm_as_interrupt
+from _common import BenchError, cpu_model, loadavg, run_benchmark
 
 from densityd import __version__ as densityd_version
 from densityd.model import WorkloadKind
@@ -772,20 +771,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if min(args.workloads, args.repeat) < 1 or args.instances < 0:
         print("--workloads, --repeat: at least 1; --instances: at least 0", file=sys.stderr)
         return 2
-    status = 0
-    with sigterm_as_interrupt():
-        try:
-            document = run(args)
-            if args.json:
-                args.json.write_text(json.dumps(document, indent=2) + "\n")
-                print(f"\nwrote {args.json}")
-        except BenchError as exc:
-            print(f"benchmark failed: {exc}", file=sys.stderr)
-            status = 1
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            status = 130
-    return status
+    return run_benchmark(run, args)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ runs compare), passed to ``maintain(now)``. About 4 minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -49,7 +48,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _common import BenchError, cpu_model, loadavg, sigterm_as_interrupt
+from _common import BenchError, cpu_model, loadavg, run_benchmark
 
 from densityd import __version__ as densityd_version
 from densityd.config import load_settings
@@ -727,20 +726,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.plan_workloads % args.copies:
         print("--plan-workloads must be a multiple of --copies", file=sys.stderr)
         return 2
-    status = 0
-    with sigterm_as_interrupt():
-        try:
-            document = run(args)
-            if args.json:
-                args.json.write_text(json.dumps(document, indent=2) + "\n")
-                print(f"\nwrote {args.json}")
-        except BenchError as exc:
-            print(f"benchmark failed: {exc}", file=sys.stderr)
-            status = 1
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            status = 130
-    return status
+    return run_benchmark(run, args)
 
 
 if __name__ == "__main__":
