@@ -6,7 +6,6 @@ directory first on ``sys.path``), so run them as ``python bench/<script>.py``.
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import math
@@ -141,21 +140,41 @@ def clean_env(prefix: str = "DENSITYD_") -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(prefix)}
 
 
-def run_benchmark(run: Callable[[argparse.Namespace], dict[str, Any]], args: Any) -> int:
-    """Run a benchmark and write its JSON where ``--json`` says; the exit status.
+def run_benchmark(
+    run: Callable[[], dict[str, Any]],
+    json_path: Path | None,
+    cleanup: Callable[[], None] | None = None,
+) -> int:
+    """Run a benchmark, write its JSON to ``json_path`` if given, always clean up; the status.
 
-    1 when it fails (``BenchError``), 130 when interrupted (Ctrl-C, or SIGTERM).
+    1 when it fails (``BenchError``, also from ``cleanup``), 130 when interrupted (Ctrl-C, or
+    SIGTERM). ``cleanup`` runs whatever happened and prints what it removed.
     """
+    status = 0
     with sigterm_as_interrupt():
         try:
-            document = run(args)
-            if args.json:
-                args.json.write_text(json.dumps(document, indent=2) + "\n")
-                print(f"\nwrote {args.json}")
+            document = run()
+            if json_path:
+                json_path.write_text(json.dumps(document, indent=2) + "\n")
+                print(f"\nwrote {json_path}")
         except BenchError as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
-            return 1
+            status = 1
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
-            return 130
-    return 0
+            status = 130
+        finally:
+            if cleanup is not None:
+                try:
+                    cleanup()
+                except BenchError as exc:
+                    print(f"cleanup failed: {exc}", file=sys.stderr)
+                    status = status or 1
+    return status
+
+
+def print_targets(found: Sequence[dict[str, Any]]) -> None:
+    """One line per target: met, NOT MET or not measured, the target and what was measured."""
+    for target in found:
+        verdict = {True: "met", False: "NOT MET", None: "not measured"}[target["met"]]
+        print(f"  [{verdict}] {target['target']}: {target['measured']}")

@@ -53,9 +53,10 @@ from _common import (
     cpu_model,
     free_port,
     loadavg,
+    print_targets,
     proc_status_bytes,
+    run_benchmark,
     scrape,
-    sigterm_as_interrupt,
     stop_child,
 )
 
@@ -552,9 +553,7 @@ def print_report(results: Sequence[PassResult], daemon: DaemonResult | None) -> 
         )
         print(f"  {stopped}")
     print()
-    for target in targets(results, daemon):
-        verdict = {True: "met", False: "NOT MET", None: "not measured"}[target["met"]]
-        print(f"  [{verdict}] {target['target']}: {target['measured']}")
+    print_targets(targets(results, daemon))
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -685,31 +684,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     docker = DockerCli(args.docker)
-    status = 0
-    with sigterm_as_interrupt():
-        try:
-            document = run(args, docker)
-            if args.json:
-                args.json.write_text(json.dumps(document, indent=2) + "\n")
-                print(f"\nwrote {args.json}")
-        except BenchError as exc:
-            print(f"benchmark failed: {exc}", file=sys.stderr)
-            status = 1
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            status = 130
-        finally:
-            if args.keep:
-                print("keeping the bench containers (--keep)")
-            else:
-                try:
-                    removed = docker.remove_bench_containers()
-                except BenchError as exc:
-                    print(f"cleanup failed: {exc}", file=sys.stderr)
-                    status = status or 1
-                else:
-                    print(f"removed {removed} bench containers")
-    return status
+
+    def cleanup() -> None:
+        if args.keep:
+            print("keeping the bench containers (--keep)")
+        else:
+            print(f"removed {docker.remove_bench_containers()} bench containers")
+
+    return run_benchmark(lambda: run(args, docker), args.json, cleanup)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from _common import BenchError, cpu_model, loadavg, run_benchmark
+from _common import BenchError, cpu_model, loadavg, print_targets, run_benchmark
 
 from densityd import __version__ as densityd_version
 from densityd.model import WorkloadKind
@@ -660,9 +660,7 @@ def print_report(
                     f"{s['bound_below_optimum_max']:.3f} x the simple bound"
                 )
     print()
-    for target in targets(fleets, instances):
-        verdict = {True: "met", False: "NOT MET"}[target["met"]]
-        print(f"  [{verdict}] {target['target']}: {target['measured']}")
+    print_targets(targets(fleets, instances))
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -771,7 +769,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if min(args.workloads, args.repeat) < 1 or args.instances < 0:
         print("--workloads, --repeat: at least 1; --instances: at least 0", file=sys.stderr)
         return 2
-    return run_benchmark(run, args)
+    return run_benchmark(lambda: run(args), args.json)
 
 
 if __name__ == "__main__":

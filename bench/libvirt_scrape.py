@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import operator
 import os
 import platform
@@ -80,9 +79,10 @@ from _common import (
     free_port,
     loadavg,
     percentile,
+    print_targets,
     proc_status_bytes,
+    run_benchmark,
     scrape,
-    sigterm_as_interrupt,
     stop_child,
 )
 
@@ -1221,9 +1221,7 @@ def print_report(
             )
         )
     print()
-    for target in targets(timing, series, freeze):
-        verdict = {True: "met", False: "NOT MET", None: "not measured"}[target["met"]]
-        print(f"  [{verdict}] {target['target']}: {target['measured']}")
+    print_targets(targets(timing, series, freeze))
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -1377,42 +1375,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"cleanup failed: {exc}", file=sys.stderr)
             return 1
         return 0
-    status = 0
-    with sigterm_as_interrupt():
-        disk_dir: Path | None = None
+    disk_dir = Path(tempfile.mkdtemp(prefix=DISK_DIR_PREFIX))
+    disk_dir.chmod(0o755)  # QEMU runs as libvirt-qemu and must traverse it
+
+    def cleanup() -> None:
+        if args.keep:
+            print("keeping the bench VMs (--keep)")
+            with suppress(OSError):  # only if every VM was reused: nothing in it
+                disk_dir.rmdir()
+            return
         try:
-            disk_dir = Path(tempfile.mkdtemp(prefix=DISK_DIR_PREFIX))
-            disk_dir.chmod(0o755)  # QEMU runs as libvirt-qemu and must traverse it
-            document = run(args, disk_dir)
-            if args.json:
-                args.json.write_text(json.dumps(document, indent=2) + "\n")
-                print(f"\nwrote {args.json}")
-        except BenchError as exc:
-            print(f"benchmark failed: {exc}", file=sys.stderr)
-            status = 1
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            status = 130
+            print(f"removed {remove_bench_vms(args.uri)} bench VMs")
         finally:
-            if args.keep:
-                print("keeping the bench VMs (--keep)")
-                if disk_dir is not None:
-                    with suppress(OSError):  # only if every VM was reused: nothing in it
-                        disk_dir.rmdir()
-            else:
-                try:
-                    removed = remove_bench_vms(args.uri)
-                except BenchError as exc:
-                    print(f"cleanup failed: {exc}", file=sys.stderr)
-                    status = status or 1
-                else:
-                    print(f"removed {removed} bench VMs")
-                if disk_dir is not None and disk_dir.exists():
-                    for image in disk_dir.glob("*.raw"):
-                        image.unlink()
-                    with suppress(OSError):
-                        disk_dir.rmdir()
-    return status
+            for image in disk_dir.glob("*.raw"):
+                image.unlink()
+            with suppress(OSError):
+                disk_dir.rmdir()
+
+    return run_benchmark(lambda: run(args, disk_dir), args.json, cleanup)
 
 
 if __name__ == "__main__":

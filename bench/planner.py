@@ -48,7 +48,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _common import BenchError, cpu_model, loadavg, run_benchmark
+from _common import BenchError, cpu_model, loadavg, print_targets, run_benchmark
 
 from densityd import __version__ as densityd_version
 from densityd.config import load_settings
@@ -619,9 +619,7 @@ def print_report(size: SizeResult | None, reads: ReadResult | None) -> None:
                 + ", ".join(f"{w} {t:.3f} s" for w, t in reads.windows_s.items())
             )
     print()
-    for target in targets(size, reads):
-        verdict = {True: "met", False: "NOT MET"}[target["met"]]
-        print(f"  [{verdict}] {target['target']}: {target['measured']}")
+    print_targets(targets(size, reads))
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -726,7 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.plan_workloads % args.copies:
         print("--plan-workloads must be a multiple of --copies", file=sys.stderr)
         return 2
-    return run_benchmark(run, args)
+    return run_benchmark(lambda: run(args), args.json)
 
 
 if __name__ == "__main__":

@@ -56,9 +56,10 @@ from _common import (
     free_port,
     loadavg,
     percentile,
+    print_targets,
     proc_status_bytes,
+    run_benchmark,
     scrape,
-    sigterm_as_interrupt,
     stop_child,
 )
 from prometheus_client.parser import text_string_to_metric_families
@@ -488,9 +489,7 @@ def print_report(r: dict[str, Any], found: Sequence[dict[str, Any]]) -> None:
     )
     print(f"RSS: peak (VmHWM) {r['rss_hwm'] / 2**20:.1f} MiB")
     print()
-    for target in found:
-        verdict = {True: "met", False: "NOT MET"}[target["met"]]
-        print(f"  [{verdict}] {target['target']}: {target['measured']}")
+    print_targets(found)
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -521,32 +520,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if min(args.containers, args.alive, args.workers) < 1 or args.interval <= 0:
         print("--containers, --alive, --workers: at least 1; --interval: above 0", file=sys.stderr)
         return 2
-    status = 0
-    with sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="densityd-soak-") as tmp:
-        try:
-            document = run(args, Path(tmp))
-            if args.json:
-                args.json.write_text(json.dumps(document, indent=2) + "\n")
-                print(f"\nwrote {args.json}")
-        except BenchError as exc:
-            print(f"soak failed: {exc}", file=sys.stderr)
-            log = Path(tmp) / "densityd.log"
-            if log.is_file():
-                tail = log.read_text(errors="replace").splitlines()[-20:]
-                print("daemon log (last lines):\n  " + "\n  ".join(tail), file=sys.stderr)
-            status = 1
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            status = 130
-        finally:
+    with tempfile.TemporaryDirectory(prefix="densityd-soak-") as tmp:
+
+        def soak() -> dict[str, Any]:
             try:
-                removed = remove_soak_containers(args.docker)
-            except BenchError as exc:
-                print(f"cleanup failed: {exc}", file=sys.stderr)
-                status = status or 1
-            else:
-                print(f"removed {removed} leftover soak containers")
-    return status
+                return run(args, Path(tmp))
+            except BenchError:
+                log = Path(tmp) / "densityd.log"
+                if log.is_file():
+                    tail = log.read_text(errors="replace").splitlines()[-20:]
+                    print("daemon log (last lines):\n  " + "\n  ".join(tail), file=sys.stderr)
+                raise
+
+        def cleanup() -> None:
+            print(f"removed {remove_soak_containers(args.docker)} leftover soak containers")
+
+        return run_benchmark(soak, args.json, cleanup)
 
 
 if __name__ == "__main__":
