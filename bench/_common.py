@@ -10,6 +10,7 @@ import http.client
 import json
 import math
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -128,6 +129,11 @@ def cpu_model() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return ""
+
+
+def machine_basics() -> dict[str, Any]:
+    """The CPU count, CPU model and kernel every benchmark reports its numbers with."""
+    return {"cpus": os.cpu_count(), "cpu_model": cpu_model(), "kernel": platform.release()}
 
 
 def loadavg() -> list[str]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import re
 import shutil
@@ -50,9 +49,9 @@ from _common import (
     BenchError,
     LatencySummary,
     clean_env,
-    cpu_model,
     free_port,
     loadavg,
+    machine_basics,
     print_targets,
     proc_status_bytes,
     run_benchmark,
@@ -432,9 +431,7 @@ def machine(docker: DockerCli) -> dict[str, Any]:
     """What the numbers were measured on."""
     info = docker.info()
     return {
-        "cpus": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "kernel": platform.release(),
+        **machine_basics(),
         "docker": info.get("ServerVersion"),
         "storage_driver": info.get("Driver"),
         "cgroup_version": info.get("CgroupVersion"),

@@ -39,7 +39,6 @@ import argparse
 import gc
 import importlib
 import math
-import os
 import platform
 import random
 import statistics
@@ -52,7 +51,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from _common import BenchError, cpu_model, loadavg, print_targets, run_benchmark
+from _common import BenchError, loadavg, machine_basics, print_targets, run_benchmark
 
 from densityd import __version__ as densityd_version
 from densityd.model import WorkloadKind
@@ -709,9 +708,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """All three measurements; the JSON document."""
     started = datetime.now(UTC)
     host: dict[str, Any] = {
-        "cpus": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "kernel": platform.release(),
+        **machine_basics(),
         "python": platform.python_version(),
         "densityd": densityd_version,
         "loadavg_at_start": loadavg(),

@@ -75,9 +75,9 @@ from _common import (
     BenchError,
     LatencySummary,
     clean_env,
-    cpu_model,
     free_port,
     loadavg,
+    machine_basics,
     percentile,
     print_targets,
     proc_status_bytes,
@@ -992,9 +992,7 @@ def machine(uri: str, exporter: str) -> dict[str, Any]:
         return f"{version // 1_000_000}.{version // 1000 % 1000}.{version % 1000}"
 
     return {
-        "cpus": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "kernel": platform.release(),
+        **machine_basics(),
         "python": platform.python_version(),
         "densityd": densityd_version,
         "libvirt": dotted(lib),

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import platform
 import random
 import sqlite3
@@ -48,7 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _common import BenchError, cpu_model, loadavg, print_targets, run_benchmark
+from _common import BenchError, loadavg, machine_basics, print_targets, run_benchmark
 
 from densityd import __version__ as densityd_version
 from densityd.config import load_settings
@@ -660,9 +659,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Both measurements in a temporary directory; the JSON document."""
     started = datetime.now(UTC)
     host: dict[str, Any] = {
-        "cpus": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "kernel": platform.release(),
+        **machine_basics(),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "densityd": densityd_version,

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -52,9 +51,9 @@ from typing import Any
 from _common import (
     BenchError,
     clean_env,
-    cpu_model,
     free_port,
     loadavg,
+    machine_basics,
     percentile,
     print_targets,
     proc_status_bytes,
@@ -282,9 +281,7 @@ def machine(executable: str) -> dict[str, Any]:
     """What the numbers were measured on."""
     info = json.loads(docker(executable, "info", "--format", "{{json .}}"))
     return {
-        "cpus": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "kernel": platform.release(),
+        **machine_basics(),
         "docker": info.get("ServerVersion"),
         "storage_driver": info.get("Driver"),
         "cgroup_version": info.get("CgroupVersion"),
