@@ -8,6 +8,7 @@ keeps the two equal when either changes.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import pytest
 from hypothesis import given, settings
@@ -39,6 +40,8 @@ from densityd.planner.model import (
     WorkloadDemand,
 )
 from densityd.planner.plan import answer, headline
+from tests.unit.planner import strategies
+from tests.unit.planner.strategies import Numbers
 
 DAY = 86400.0
 NOW = 1_767_272_820.0
@@ -60,33 +63,10 @@ cores = st.one_of(
 )
 kinds = st.sampled_from(list(WorkloadKind))
 view_lists = st.sampled_from([[View.ALLOCATION], [View.DEMAND], list(BOTH), list(BOTH)[::-1]])
-
-
-@st.composite
-def resources(draw: st.DrawFn) -> Resources:
-    return Resources(cpu=draw(cores), memory=draw(memory_bytes), disk=draw(disk_bytes))
-
-
-@st.composite
-def workloads(draw: st.DrawFn) -> WorkloadDemand:
-    kind = draw(kinds)
-    is_vm = kind is WorkloadKind.VM
-    return WorkloadDemand(
-        kind=kind,
-        id="w",
-        name="w",
-        running=draw(st.booleans()),
-        demand=draw(resources()),
-        cpu_limit=draw(st.none() | cores),
-        memory_limit=draw(st.none() | memory_bytes),
-        disk_limit=draw(st.none() | disk_bytes),
-        memory_bytes=draw(st.none() | memory_bytes),
-        guest_memory_bytes=draw(st.none() | memory_bytes) if is_vm else None,
-        vcpus=draw(st.none() | st.integers(1, 32)) if is_vm else None,
-        disk_is_overlay=is_vm and draw(st.booleans()),
-        history_seconds=draw(st.sampled_from([0.0, 3600.0])),
-        disk_bytes=draw(st.none() | disk_bytes),
-    )
+NUMBERS = Numbers(cores=cores, memory_bytes=memory_bytes, disk_bytes=disk_bytes)
+resources = partial(strategies.resources, NUMBERS)
+workloads = partial(strategies.workloads, NUMBERS)
+profiles = partial(strategies.profiles, NUMBERS)
 
 
 @st.composite
@@ -133,22 +113,6 @@ def inputs(draw: st.DrawFn) -> PlanInputs:
         workloads=tuple(draw(st.lists(workloads(), max_size=12))),
         trend=draw(trends()),
         history_seconds=draw(st.sampled_from([0.0, 3600.0, 14 * DAY])),
-    )
-
-
-@st.composite
-def profiles(draw: st.DrawFn) -> Profile:
-    return Profile(
-        name="p",
-        demand=draw(resources()),
-        allocation=draw(resources()),
-        image_bytes=draw(st.sampled_from([0.0, 100 * MIB, 5 * GIB])),
-        image_present=draw(st.booleans()),
-        includes_guest_os=draw(st.booleans()),
-        vcpus=draw(st.none() | st.integers(1, 32)),
-        disk_is_overlay=draw(st.booleans()),
-        image=draw(st.sampled_from(["", "app:1", "web:3"])),
-        memory_includes_overhead=draw(st.booleans()),
     )
 
 

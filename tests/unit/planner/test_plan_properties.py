@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from functools import partial
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,6 +31,8 @@ from densityd.planner.model import (
     WorkloadDemand,
 )
 from densityd.planner.plan import answer
+from tests.unit.planner import strategies
+from tests.unit.planner.strategies import Numbers
 
 # Byte quantities are whole bytes, as measured: sums of them are exact in floats, so adding a
 # workload and its footprint to the host changes system usage by exactly nothing.
@@ -38,34 +41,10 @@ disk_bytes = st.integers(0, 512 * GIB).map(float)
 cores = st.integers(0, 64_000).map(lambda millicores: millicores / 1000)
 kinds = st.sampled_from(list(WorkloadKind))
 views = st.sampled_from(list(View))
-
-
-@st.composite
-def resources(draw: st.DrawFn) -> Resources:
-    return Resources(cpu=draw(cores), memory=draw(memory_bytes), disk=draw(disk_bytes))
-
-
-@st.composite
-def workloads(draw: st.DrawFn) -> WorkloadDemand:
-    kind = draw(kinds)
-    is_vm = kind is WorkloadKind.VM
-    vcpus = draw(st.none() | st.integers(1, 32)) if is_vm else None
-    return WorkloadDemand(
-        kind=kind,
-        id="w",
-        name="w",
-        running=draw(st.booleans()),
-        demand=draw(resources()),
-        cpu_limit=draw(st.none() | cores),
-        memory_limit=draw(st.none() | memory_bytes),
-        disk_limit=draw(st.none() | disk_bytes),
-        memory_bytes=draw(st.none() | memory_bytes),
-        guest_memory_bytes=draw(st.none() | memory_bytes) if is_vm else None,
-        vcpus=vcpus,
-        disk_is_overlay=is_vm and draw(st.booleans()),
-        history_seconds=draw(st.sampled_from([0.0, 3600.0])),
-        disk_bytes=draw(st.none() | disk_bytes),
-    )
+NUMBERS = Numbers(cores=cores, memory_bytes=memory_bytes, disk_bytes=disk_bytes)
+resources = partial(strategies.resources, NUMBERS)
+workloads = partial(strategies.workloads, NUMBERS)
+profiles = partial(strategies.profiles, NUMBERS)
 
 
 @st.composite
@@ -85,22 +64,6 @@ def hosts(draw: st.DrawFn) -> HostCapacity:
         used=used,
         declared=frozenset(draw(st.sets(st.sampled_from(RESOURCES)))),
         image_bytes_present=frozenset(draw(st.sets(st.sampled_from(["app:1", "db:2"])))),
-    )
-
-
-@st.composite
-def profiles(draw: st.DrawFn) -> Profile:
-    return Profile(
-        name="p",
-        demand=draw(resources()),
-        allocation=draw(resources()),
-        image_bytes=draw(st.sampled_from([0.0, 100 * MIB, 5 * GIB])),
-        image_present=draw(st.booleans()),
-        includes_guest_os=draw(st.booleans()),
-        vcpus=draw(st.none() | st.integers(1, 32)),
-        disk_is_overlay=draw(st.booleans()),
-        image=draw(st.sampled_from(["", "app:1", "web:3"])),
-        memory_includes_overhead=draw(st.booleans()),
     )
 
 
