@@ -60,7 +60,7 @@ from _common import (
 )
 
 from densityd import __version__ as densityd_version
-from densityd.sources.docker import DockerSource
+from densityd.collect.sources.docker import DockerSource
 
 LABEL = "densityd.bench=1"
 NAME_PREFIX = "bench-"

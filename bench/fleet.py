@@ -55,14 +55,14 @@ from _common import BenchError, loadavg, machine_basics, print_targets, run_benc
 
 from densityd import __version__ as densityd_version
 from densityd.model import WorkloadKind
-from densityd.planner.fleet import (
+from densityd.plan.core.fleet import (
     answers_for_uses,
     fleet_answers,
     host_use,
     pack_fleet,
     shape_cost,
 )
-from densityd.planner.model import (
+from densityd.plan.core.model import (
     GIB,
     MIB,
     RESOURCES,
@@ -75,9 +75,9 @@ from densityd.planner.model import (
     View,
     WorkloadDemand,
 )
-from densityd.planner.packing import Packing
-from densityd.planner.plan import answer, headline, usable
-from densityd.planner.quantity import parse_profile, parse_resources
+from densityd.plan.core.packing import Packing
+from densityd.plan.core.quantity import parse_profile, parse_resources
+from densityd.plan.core.slots import answer, headline, usable
 
 DAY = 86400.0
 TB = 10**12

@@ -87,7 +87,7 @@ from _common import (
 )
 
 from densityd import __version__ as densityd_version
-from densityd.sources.libvirt import LibvirtSource
+from densityd.collect.sources.libvirt import LibvirtSource
 
 NAME_PREFIX = "densityd-bench-"
 BENCH_NAME = re.compile(r"^densityd-bench-\d+$")  # the only domains this script ever removes
@@ -942,11 +942,11 @@ import re, sys
 def rss():
     return int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
 steps = [("python", rss())]
-import densityd.daemon, densityd.exporter
+import densityd.daemon, densityd.serve.exporter
 steps.append(("import densityd (daemon, exporter, docker source)", rss()))
 import libvirt
 steps.append(("import libvirt", rss()))
-from densityd.sources.libvirt import LibvirtSource
+from densityd.collect.sources.libvirt import LibvirtSource
 source = LibvirtSource(sys.argv[1])
 source.probe()
 steps.append(("event loop + read-only connection", rss()))

@@ -21,6 +21,7 @@ from typing import Any
 from tabulate import tabulate
 
 from densityd import __version__
+from densityd.collect.sampler import SnapshotHolder
 from densityd.config import ConfigError, Settings, flag_name, load_settings, resolve_config_file
 from densityd.daemon import (
     DOCKER_DISK_JOB,
@@ -29,34 +30,26 @@ from densityd.daemon import (
     log_found_sources,
     run_daemon,
 )
-from densityd.fleet_plan import FleetQuery, load_fleet
-from densityd.fleet_report import fleet_document, fleet_plan, fleet_table
-from densityd.model import Snapshot, WorkloadKind, WorkloadSample
-from densityd.packing_plan import (
+from densityd.history.store import HISTORY_FILE, HistoryStore, StoreError
+from densityd.model import Snapshot, WorkloadKind, WorkloadSample, cpu_rates
+from densityd.plan.answer import fleet_plan, pack_request, plan_document
+from densityd.plan.core.fleet import host_use
+from densityd.plan.core.model import View
+from densityd.plan.core.quantity import QuantityError, parse_duration, parse_profile
+from densityd.plan.inputs.fleet import FleetQuery, load_fleet
+from densityd.plan.inputs.local import PlanContext, plan_context, read_history
+from densityd.plan.inputs.prometheus import PrometheusClient, PrometheusError, connection
+from densityd.plan.output.fleet import fleet_document, fleet_table
+from densityd.plan.output.local import plan_table
+from densityd.plan.output.packing import packing_document, packing_table
+from densityd.plan.request import (
+    KINDS,
     PackingRequest,
     PackingRequestError,
-    pack_request,
-    packing_document,
-    packing_request,
-    packing_table,
-)
-from densityd.planner.fleet import host_use
-from densityd.planner.model import View
-from densityd.planner.quantity import QuantityError, parse_duration, parse_profile
-from densityd.planner.report import plan_table
-from densityd.planning import (
-    KINDS,
-    PlanContext,
     PlanRequest,
     PlanRequestError,
-    cpu_rates,
-    plan_context,
-    plan_document,
-    read_history,
+    packing_request,
 )
-from densityd.prometheus import PrometheusClient, PrometheusError, connection
-from densityd.sampler import SnapshotHolder
-from densityd.store import HISTORY_FILE, HistoryStore, StoreError
 from densityd.units import human_bytes
 
 SAMPLE_SCHEMA = "densityd.sample/v1"

@@ -26,9 +26,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from densityd.planner.cost import GUEST_OS_BASELINES
-from densityd.planner.model import RESOURCES, PartialResources, PlanSettings, Resources
-from densityd.planner.quantity import parse_duration, parse_profile, parse_resources
+from densityd.plan.core.cost import GUEST_OS_BASELINES
+from densityd.plan.core.model import RESOURCES, PartialResources, PlanSettings, Resources
+from densityd.plan.core.quantity import parse_duration, parse_profile, parse_resources
 
 ENV_PREFIX = "DENSITYD_"
 DEFAULT_CONFIG_FILE = Path("/etc/densityd/densityd.toml")

@@ -19,18 +19,18 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client.registry import Collector
 
 from densityd import __version__
+from densityd.collect.sampler import Sampler, SnapshotHolder
+from densityd.collect.sources.base import Source, SourceUnavailable
+from densityd.collect.sources.docker import DockerSource
+from densityd.collect.sources.host import HostSource
 from densityd.config import ConfigError, Settings
-from densityd.exporter import Exposition
-from densityd.live_plan import LivePlan
+from densityd.history.recorder import HistoryRecorder
+from densityd.history.store import HISTORY_FILE, HistoryStore
 from densityd.model import WorkloadKind
-from densityd.recorder import HistoryRecorder
-from densityd.sampler import Sampler, SnapshotHolder
-from densityd.sources.base import Source, SourceUnavailable
-from densityd.sources.docker import DockerSource
-from densityd.sources.host import HostSource
-from densityd.store import HISTORY_FILE, HistoryStore
-from densityd.web import WebServer, make_app
-from densityd.web_config import (
+from densityd.plan.live import LivePlan
+from densityd.serve.exporter import Exposition
+from densityd.serve.web import WebServer, make_app
+from densityd.serve.web_config import (
     PasswordChecker,
     WebConfigCollector,
     WebConfigWatcher,
@@ -83,7 +83,7 @@ def build_sources(settings: Settings) -> SourceSet:
     pool_paths: Callable[[], tuple[str, ...]] = tuple
     if settings.libvirt:
         try:
-            from densityd.sources.libvirt import LibvirtSource
+            from densityd.collect.sources.libvirt import LibvirtSource
         except ImportError as exc:  # libvirt-python missing or built against another libvirt
             unavailable["libvirt"] = f"libvirt-python cannot be imported ({exc})"
         else:

@@ -137,3 +137,19 @@ class Snapshot:
     sources: tuple[SourceStatus, ...] = ()
     disk_usage_timestamp: float | None = None
     pass_duration_seconds: float = 0.0
+
+
+def cpu_rates(first: Snapshot | None, second: Snapshot) -> dict[str, float]:
+    """CPU use in cores per workload ID between two snapshots of the same workloads."""
+    if first is None:
+        return {}
+    elapsed = second.timestamp - first.timestamp
+    before = {w.id: w.cpu_seconds for w in first.workloads if w.cpu_seconds is not None}
+    rates: dict[str, float] = {}
+    if elapsed <= 0:
+        return rates
+    for workload in second.workloads:
+        previous = before.get(workload.id)
+        if previous is not None and workload.cpu_seconds is not None:
+            rates[workload.id] = max(0.0, workload.cpu_seconds - previous) / elapsed
+    return rates

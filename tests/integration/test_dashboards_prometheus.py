@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from densityd.history.store import HistoryStore
 from densityd.model import Snapshot, WorkloadKind, WorkloadSample
-from densityd.store import HistoryStore
 from tests.integration.backends import VM_PREFIX, Containers, Daemon, PrometheusServer, VMs
 from tests.unit.test_dashboards import DASHBOARD_FILES, Query, queries, substitute
 

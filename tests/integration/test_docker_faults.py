@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from densityd.sources.docker import DockerSource
+from densityd.collect.sources.docker import DockerSource
 from tests.integration.backends import (
     TINY_IMAGE,
     Containers,

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from densityd.sources.libvirt import LibvirtSource
+from densityd.collect.sources.libvirt import LibvirtSource
 from tests.integration.backends import (
     LIBVIRT_URI,
     VMs,

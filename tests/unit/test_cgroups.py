@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from densityd.sources.cgroups import (
+from densityd.collect.sources.cgroups import (
     CgroupDriver,
     CgroupReader,
     CgroupStats,

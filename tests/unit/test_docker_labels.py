@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from densityd.sources.docker import DockerSource, _EngineInfo, allowlisted_labels
+from densityd.collect.sources.docker import DockerSource, _EngineInfo, allowlisted_labels
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "docker"
 SECRET = "hunter2"

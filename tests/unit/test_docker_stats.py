@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from densityd.sources.cgroups import CgroupReader, CgroupStats
-from densityd.sources.docker_stats import (
+from densityd.collect.sources.cgroups import CgroupReader, CgroupStats
+from densityd.collect.sources.docker_stats import (
     count_cpuset,
     cpu_limit_cores,
     parse_docker_size,

@@ -6,12 +6,12 @@ import re
 import tomllib
 from pathlib import Path
 
+from densityd.collect.sampler import SnapshotHolder
 from densityd.config import Settings, env_name, flag_name, load_settings
-from densityd.exporter import SnapshotCollector
-from densityd.live_plan import LivePlan
-from densityd.recorder import HistoryRecorder
-from densityd.sampler import SnapshotHolder
-from densityd.store import HistoryStore
+from densityd.history.recorder import HistoryRecorder
+from densityd.history.store import HistoryStore
+from densityd.plan.live import LivePlan
+from densityd.serve.exporter import SnapshotCollector
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
 from densityd import __version__
-from densityd.exporter import Exposition, SnapshotCollector, workload_label_names
+from densityd.collect.sampler import SnapshotHolder
 from densityd.model import (
     DiskUsage,
     HostSample,
@@ -23,7 +23,7 @@ from densityd.model import (
     WorkloadKind,
     WorkloadSample,
 )
-from densityd.sampler import SnapshotHolder
+from densityd.serve.exporter import Exposition, SnapshotCollector, workload_label_names
 
 CONTAINER_ID = "7e649af947a6c1d0e1f7d4d0b0c6f5b0a9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4"
 VM_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"
@@ -422,7 +422,7 @@ def test_exposition_is_rendered_when_a_snapshot_is_published() -> None:
 
 
 def test_exposition_renders_each_snapshot_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    import densityd.exporter as exporter
+    import densityd.serve.exporter as exporter
 
     holder = SnapshotHolder()
     exposition = Exposition(holder)

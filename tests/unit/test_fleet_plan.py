@@ -19,9 +19,21 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from densityd import cli
+from densityd.collect.sources.libvirt import ACTIVE_STATES, STATE_NAMES
 from densityd.config import Settings, load_settings
-from densityd.exporter import render
-from densityd.fleet_plan import (
+from densityd.model import Snapshot, WorkloadKind, WorkloadSample
+from densityd.plan.answer import fleet_plan, plan_answers
+from densityd.plan.core.model import (
+    MIB,
+    PlanSettings,
+    Profile,
+    Resource,
+    Resources,
+    View,
+    WorkloadHistory,
+)
+from densityd.plan.core.quantity import parse_profile
+from densityd.plan.inputs.fleet import (
     BASIS_METRICS,
     VM_RUNNING_STATES,
     WORKLOAD_METRICS,
@@ -35,29 +47,12 @@ from densityd.fleet_plan import (
     quantile,
     series_of,
 )
-from densityd.fleet_report import FLEET_SCHEMA, fleet_document, fleet_plan, fleet_table
-from densityd.live_plan import LivePlan
-from densityd.model import Snapshot, WorkloadKind, WorkloadSample
-from densityd.planner.model import (
-    MIB,
-    PlanSettings,
-    Profile,
-    Resource,
-    Resources,
-    View,
-    WorkloadHistory,
-)
-from densityd.planner.quantity import parse_profile
-from densityd.planning import (
-    History,
-    PlanContext,
-    PlanRequest,
-    PlanRequestError,
-    plan_answers,
-    plan_context,
-)
-from densityd.prometheus import Connection, PrometheusQueryError, Sample, Series
-from densityd.sources.libvirt import ACTIVE_STATES, STATE_NAMES
+from densityd.plan.inputs.local import History, PlanContext, plan_context
+from densityd.plan.inputs.prometheus import Connection, PrometheusQueryError, Sample, Series
+from densityd.plan.live import LivePlan
+from densityd.plan.output.fleet import FLEET_SCHEMA, fleet_document, fleet_table
+from densityd.plan.request import PlanRequest, PlanRequestError
+from densityd.serve.exporter import render
 from densityd.units import WIDTH
 from tests.unit.test_planning import DIRS, container, snapshot, vm
 

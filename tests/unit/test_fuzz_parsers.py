@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from densityd.sources.cgroups import (
+from densityd.collect.sources.cgroups import (
     CgroupStats,
     container_cgroup_path,
     expand_systemd_slice,
@@ -28,15 +28,15 @@ from densityd.sources.cgroups import (
     parse_io_stat_v2,
     parse_proc_cgroup,
 )
-from densityd.sources.docker_stats import (
+from densityd.collect.sources.docker_stats import (
     count_cpuset,
     cpu_limit_cores,
     parse_docker_size,
     parse_stats,
     storage_limit_bytes,
 )
-from densityd.sources.libvirt import block_devices, vm_sample
-from densityd.sources.libvirt_xml import DomainConfig
+from densityd.collect.sources.libvirt import block_devices, vm_sample
+from densityd.collect.sources.libvirt_xml import DomainConfig
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from densityd.collect.sources.host import (
+    HostSource,
+    disk_usage,
+    parse_meminfo,
+    read_ksm,
+    read_shim_rss,
+)
 from densityd.model import DiskUsage, SourceReading
-from densityd.sources.host import HostSource, disk_usage, parse_meminfo, read_ksm, read_shim_rss
 
 PROC = Path(__file__).resolve().parent.parent / "fixtures" / "proc"
 

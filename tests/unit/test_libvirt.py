@@ -40,9 +40,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from densityd.model import BlockDevice, WorkloadKind, WorkloadSample
-from densityd.sources.base import SourceUnavailable
-from densityd.sources.libvirt import (
+from densityd.collect.sources.base import SourceUnavailable
+from densityd.collect.sources.libvirt import (
     ACTIVE_STATES,
     STATE_NAMES,
     LibvirtSource,
@@ -52,7 +51,8 @@ from densityd.sources.libvirt import (
     start_event_loop,
     vm_sample,
 )
-from densityd.sources.libvirt_xml import parse_domain_xml
+from densityd.collect.sources.libvirt_xml import parse_domain_xml
+from densityd.model import BlockDevice, WorkloadKind, WorkloadSample
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "libvirt"
 NODE_URI = f"test://{FIXTURES / 'testnode.xml'}"
@@ -802,7 +802,7 @@ def test_start_event_loop_first_calls_race_to_one_loop() -> None:
     # In a fresh interpreter, where the loop has not been started yet.
     script = """
 import threading, libvirt
-from densityd.sources.libvirt import start_event_loop
+from densityd.collect.sources.libvirt import start_event_loop
 calls = []
 real = libvirt.virEventRegisterDefaultImpl
 libvirt.virEventRegisterDefaultImpl = lambda: calls.append(1) or real()

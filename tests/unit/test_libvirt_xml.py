@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from densityd.sources.libvirt_xml import (
+from densityd.collect.sources.libvirt_xml import (
     DiskConfig,
     DomainConfig,
     parse_domain_xml,

@@ -10,12 +10,12 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from densityd.collect.sampler import SnapshotHolder
 from densityd.config import load_settings
-from densityd.exporter import Exposition, render
-from densityd.live_plan import LivePlan
 from densityd.model import WorkloadKind
-from densityd.sampler import SnapshotHolder
-from densityd.web import WSGIApp, make_app
+from densityd.plan.live import LivePlan
+from densityd.serve.exporter import Exposition, render
+from densityd.serve.web import WSGIApp, make_app
 from tests.unit.test_planning import DIRS, container, snapshot, vm
 
 MIB = 1024 * 1024

@@ -8,18 +8,9 @@ from pathlib import Path
 import pytest
 
 from densityd.model import WorkloadKind
-from densityd.packing_plan import (
-    PackingRequestError,
-    pack_request,
-    packing_document,
-    packing_request,
-    packing_table,
-    parse_count,
-    parse_new_host,
-    read_packing_file,
-)
-from densityd.planner.fleet import host_use
-from densityd.planner.model import (
+from densityd.plan.answer import pack_request
+from densityd.plan.core.fleet import host_use
+from densityd.plan.core.model import (
     GIB,
     MIB,
     HostCapacity,
@@ -28,7 +19,15 @@ from densityd.planner.model import (
     Resources,
     View,
 )
-from densityd.planner.quantity import QuantityError, parse_profile
+from densityd.plan.core.quantity import QuantityError, parse_profile
+from densityd.plan.output.packing import packing_document, packing_table
+from densityd.plan.request import (
+    PackingRequestError,
+    packing_request,
+    parse_count,
+    parse_new_host,
+    read_packing_file,
+)
 from densityd.units import WIDTH
 
 VIEWS = (View.ALLOCATION, View.DEMAND)

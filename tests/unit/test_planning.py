@@ -14,18 +14,12 @@ from densityd.model import (
     SourceStatus,
     WorkloadKind,
     WorkloadSample,
-)
-from densityd.planner.model import MIB, Resource, View
-from densityd.planning import (
-    NO_HISTORY,
-    PlanRequest,
-    PlanRequestError,
     cpu_rates,
-    in_scope,
-    plan_context,
-    plan_document,
-    shim_settings,
 )
+from densityd.plan.answer import plan_document
+from densityd.plan.core.model import MIB, Resource, View
+from densityd.plan.inputs.local import NO_HISTORY, in_scope, plan_context, shim_settings
+from densityd.plan.request import PlanRequest, PlanRequestError
 
 GIB = 1024 * MIB
 DOCKER_ROOT = "/var/lib/docker"

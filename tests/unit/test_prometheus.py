@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from densityd.prometheus import (
+from densityd.plan.inputs.prometheus import (
     EXIT_BAD_INPUT,
     EXIT_UNREACHABLE,
     PrometheusClient,

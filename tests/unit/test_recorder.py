@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from densityd.exporter import render
-from densityd.recorder import HistoryRecorder
-from densityd.store import HISTORY_FILE, HistoryStore, StoreError
+from densityd.history.recorder import HistoryRecorder
+from densityd.history.store import HISTORY_FILE, HistoryStore, StoreError
+from densityd.serve.exporter import render
 from tests.unit.test_planning import container, snapshot
 
 MIB = 1024 * 1024

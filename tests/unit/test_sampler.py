@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from densityd import sampler as sampler_module
-from densityd.exporter import SnapshotCollector
+from densityd.collect import sampler as sampler_module
+from densityd.collect.sampler import GuardedCall, Sampler, SnapshotHolder
 from densityd.model import (
     HostSample,
     Snapshot,
@@ -20,7 +20,7 @@ from densityd.model import (
     WorkloadKind,
     WorkloadSample,
 )
-from densityd.sampler import GuardedCall, Sampler, SnapshotHolder
+from densityd.serve.exporter import SnapshotCollector
 
 SAMPLER_LOG = "densityd.sampler"
 

@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from densityd import store as store_module
-from densityd.model import DiskUsage, HostSample, Snapshot, WorkloadKind, WorkloadSample
-from densityd.store import (
+from densityd.history import store as store_module
+from densityd.history.store import (
     DAY,
     HISTORY_FILE,
     HOUR,
@@ -31,6 +30,7 @@ from densityd.store import (
     bucket_rate,
     rate_bucket,
 )
+from densityd.model import DiskUsage, HostSample, Snapshot, WorkloadKind, WorkloadSample
 
 ROOT = Path(__file__).resolve().parents[2]
 # A Monday 00:00 UTC, so hours and days in the tests start where they say.
@@ -430,7 +430,7 @@ WRITER = """
 import sys
 from pathlib import Path
 from densityd.model import Snapshot, WorkloadKind, WorkloadSample
-from densityd.store import HistoryStore
+from densityd.history.store import HistoryStore
 
 store = HistoryStore.open(Path(sys.argv[1]))
 for n in range(10**6):

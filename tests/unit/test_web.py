@@ -14,10 +14,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from densityd import __version__
-from densityd.exporter import Exposition
+from densityd.collect.sampler import SnapshotHolder
 from densityd.model import Snapshot, SourceStatus, WorkloadKind, WorkloadSample
-from densityd.sampler import SnapshotHolder
-from densityd.web import WebServer, WSGIApp, health, make_app
+from densityd.serve.exporter import Exposition
+from densityd.serve.web import WebServer, WSGIApp, health, make_app
 
 
 def fresh_snapshot(**overrides: Any) -> Snapshot:

@@ -21,7 +21,7 @@ import bcrypt
 import pytest
 
 from densityd.config import ConfigError, load_settings
-from densityd.web_config import (
+from densityd.serve.web_config import (
     PasswordChecker,
     WebConfig,
     WebConfigWatcher,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from hypothesis import strategies as st
 
 from densityd.model import WorkloadKind
-from densityd.planner.model import GIB, MIB, Profile, Resources, WorkloadDemand
+from densityd.plan.core.model import GIB, MIB, Profile, Resources, WorkloadDemand
 
 
 @dataclass(frozen=True)

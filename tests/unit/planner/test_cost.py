@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from densityd.model import WorkloadKind
-from densityd.planner.cost import (
+from densityd.plan.core.cost import (
     GUEST_OS_BASELINES,
     calibrate_qemu,
     existing_overhead,
@@ -16,7 +16,7 @@ from densityd.planner.cost import (
     qemu_overhead,
     workload_cost,
 )
-from densityd.planner.model import (
+from densityd.plan.core.model import (
     GIB,
     MIB,
     PlanSettings,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from densityd.model import WorkloadKind, WorkloadSample
-from densityd.planner.demand import (
+from densityd.plan.core.demand import (
     DEFAULT_PROFILES,
     allocation_of,
     default_profile,
@@ -16,7 +16,7 @@ from densityd.planner.demand import (
     median_profile,
     workload_demand,
 )
-from densityd.planner.model import (
+from densityd.plan.core.model import (
     GIB,
     MIB,
     PlanSettings,

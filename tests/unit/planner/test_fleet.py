@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from densityd.model import WorkloadKind
-from densityd.planner.cost import GUEST_OS_BASELINES, workload_cost
-from densityd.planner.fleet import (
+from densityd.plan.core.cost import GUEST_OS_BASELINES, workload_cost
+from densityd.plan.core.fleet import (
     answers_for_uses,
     fleet_answers,
     host_answer,
@@ -24,7 +24,7 @@ from densityd.planner.fleet import (
     pack_fleet,
     shape_cost,
 )
-from densityd.planner.model import (
+from densityd.plan.core.model import (
     GIB,
     MIB,
     RESOURCES,
@@ -39,7 +39,7 @@ from densityd.planner.model import (
     View,
     WorkloadDemand,
 )
-from densityd.planner.plan import answer, headline
+from densityd.plan.core.slots import answer, headline
 from tests.unit.planner import strategies
 from tests.unit.planner.strategies import Numbers
 

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from densityd.planner.model import GIB, Resources
-from densityd.planner.packing import Demand, Host, Packing, Placement, Vector, pack
+from densityd.plan.core.model import GIB, Resources
+from densityd.plan.core.packing import Demand, Host, Packing, Placement, Vector, pack
 
 CPU_MEMORY = ("cpu", "memory")
 

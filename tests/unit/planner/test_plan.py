@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from densityd.model import WorkloadKind
-from densityd.planner.demand import DEFAULT_PROFILES
-from densityd.planner.model import (
+from densityd.plan.core.demand import DEFAULT_PROFILES
+from densityd.plan.core.model import (
     GIB,
     MIB,
     Answer,
@@ -24,7 +24,7 @@ from densityd.planner.model import (
     View,
     WorkloadDemand,
 )
-from densityd.planner.plan import (
+from densityd.plan.core.slots import (
     answer,
     answers,
     compare_ratio,

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from densityd.model import WorkloadKind
-from densityd.planner.cost import GUEST_OS_BASELINES
-from densityd.planner.model import (
+from densityd.plan.core.cost import GUEST_OS_BASELINES
+from densityd.plan.core.model import (
     GIB,
     MIB,
     RESOURCES,
@@ -30,7 +30,7 @@ from densityd.planner.model import (
     View,
     WorkloadDemand,
 )
-from densityd.planner.plan import answer
+from densityd.plan.core.slots import answer
 from tests.unit.planner import strategies
 from tests.unit.planner.strategies import Numbers
 

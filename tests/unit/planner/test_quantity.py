@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from densityd.planner.model import GIB, MIB, PartialResources, Resource, Resources
-from densityd.planner.quantity import (
+from densityd.plan.core.model import GIB, MIB, PartialResources, Resource, Resources
+from densityd.plan.core.quantity import (
     QuantityError,
     format_quantity,
     parse_bytes,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from densityd.model import WorkloadKind
-from densityd.planner.model import (
+from densityd.plan.core.model import (
     GIB,
     MIB,
     RESOURCES,
@@ -21,7 +21,7 @@ from densityd.planner.model import (
     Resources,
     View,
 )
-from densityd.planner.report import PLAN_SCHEMA, plan_document, plan_table, settings_assumptions
+from densityd.plan.output.local import PLAN_SCHEMA, plan_document, plan_table, settings_assumptions
 
 CONTAINER, VM = WorkloadKind.CONTAINER, WorkloadKind.VM
 GENERATED_AT = 1_764_590_400.0  # 2025-12-01 12:00 UTC

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from densityd.planner.model import GIB, MIB, Resource, Resources, TrendPoint
-from densityd.planner.trend import slope, time_to_full
+from densityd.plan.core.model import GIB, MIB, Resource, Resources, TrendPoint
+from densityd.plan.core.trend import slope, time_to_full
 
 T0 = 1_700_000_000.0  # a real epoch: the slope must survive timestamps this large
 

@@ -18,7 +18,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Literal
 
-from densityd.planner.model import PartialResources, Profile, Resource, Resources
+from densityd.plan.core.model import PartialResources, Profile, Resource, Resources
 from densityd.units import human_bytes
 
 BYTES_EXAMPLES = "512Mi, 2G, 1.5Gi, 1000000"

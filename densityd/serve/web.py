@@ -22,13 +22,13 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from densityd import __version__
-from densityd.exporter import Exposition
-from densityd.live_plan import LivePlan
+from densityd.collect.sampler import SnapshotHolder
 from densityd.model import WorkloadKind
-from densityd.planner.model import View
-from densityd.planner.quantity import QuantityError, parse_profile
-from densityd.planning import KINDS, VIEWS, PlanRequest, PlanRequestError
-from densityd.sampler import SnapshotHolder
+from densityd.plan.core.model import View
+from densityd.plan.core.quantity import QuantityError, parse_profile
+from densityd.plan.live import LivePlan
+from densityd.plan.request import KINDS, VIEWS, PlanRequest, PlanRequestError
+from densityd.serve.exporter import Exposition
 
 log = logging.getLogger("densityd")
 

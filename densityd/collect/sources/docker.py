@@ -30,12 +30,12 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from densityd.collect.sources.base import SourceUnavailable
+from densityd.collect.sources.cgroups import CgroupDriver, CgroupReader, CgroupStats
+from densityd.collect.sources.docker_stats import cpu_limit_cores, parse_stats, storage_limit_bytes
 from densityd.model import SourceReading, WorkloadKind, WorkloadSample
-from densityd.sources.base import SourceUnavailable
-from densityd.sources.cgroups import CgroupDriver, CgroupReader, CgroupStats
-from densityd.sources.docker_stats import cpu_limit_cores, parse_stats, storage_limit_bytes
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("densityd.sources.docker")
 
 StatsMode = Literal["auto", "cgroup", "api"]
 

@@ -61,7 +61,7 @@ from types import TracebackType
 from typing import TypeVar
 
 from densityd.model import DiskUsage, HostSample, Snapshot, WorkloadKind, WorkloadSample
-from densityd.planner.model import Resources, TrendPoint, WorkloadHistory
+from densityd.plan.core.model import Resources, TrendPoint, WorkloadHistory
 
 HISTORY_FILE = "history.sqlite3"
 
@@ -277,7 +277,7 @@ def bucket_rate(bucket: int) -> float:
 
 
 if array("i").itemsize != 4:  # pragma: no cover - every platform densityd runs on
-    raise ImportError("densityd.store needs a 4-byte C int")
+    raise ImportError("densityd.history.store needs a 4-byte C int")
 
 
 def _pairs(blob: bytes | None) -> array[int]:

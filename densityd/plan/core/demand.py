@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Sequence
 
 from densityd.model import WorkloadKind, WorkloadSample
-from densityd.planner.model import (
+from densityd.plan.core.model import (
     GIB,
     MIB,
     PlanSettings,

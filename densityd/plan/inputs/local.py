@@ -1,6 +1,6 @@
 """Answer plan requests: gather the planner's inputs from a snapshot and the history.
 
-The planner itself is pure (``densityd.planner``); this module decides what goes into it.
+The planner itself is pure (``densityd.plan.core``); this module decides what goes into it.
 ``densityd plan``, the daemon's ``densityd_plan_remaining`` gauges and ``/api/v1/plan`` all
 come through ``plan_document`` so that they give the same answer for the same data.
 """
@@ -9,60 +9,29 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import socket
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from densityd.config import Settings
+from densityd.history.store import HistoryStore, StoreError
 from densityd.model import DiskUsage, HostSample, Snapshot, WorkloadKind, WorkloadSample
-from densityd.planner.cost import calibrate_qemu
-from densityd.planner.demand import default_profile, like_profile, workload_demand
-from densityd.planner.model import (
+from densityd.plan.core.cost import calibrate_qemu
+from densityd.plan.core.demand import workload_demand
+from densityd.plan.core.model import (
     RESOURCES,
-    Answer,
     HostCapacity,
     PlanInputs,
     PlanSettings,
-    Profile,
     Resource,
     Resources,
     TrendPoint,
-    View,
     WorkloadDemand,
     WorkloadHistory,
 )
-from densityd.planner.plan import answers, compare_ratio, headline
-from densityd.planner.report import plan_document as render_document
-from densityd.planner.report import settings_assumptions
-from densityd.store import HistoryStore, StoreError
+from densityd.plan.request import KINDS, PlanRequestError
 
 log = logging.getLogger("densityd.planning")
-
-KINDS: tuple[WorkloadKind, ...] = (WorkloadKind.CONTAINER, WorkloadKind.VM)
-VIEWS: tuple[View, ...] = (View.ALLOCATION, View.DEMAND)
-
-
-class PlanRequestError(ValueError):
-    """The request cannot be answered as asked (an unknown ``--like`` name, say)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PlanRequest:
-    """What to plan for: which shape, as which kinds, in which views.
-
-    ``profile`` is a given shape; ``like`` names an existing workload; with neither, each
-    kind is planned for its own median workload. ``kind`` ``None`` means: the ``like``
-    workload's kind, else containers for a given profile, else both kinds. ``compare`` plans
-    the one shape both as a container and as a VM and gives the ratio of their slots.
-    """
-
-    profile: Profile | None = None
-    like: str | None = None
-    kind: WorkloadKind | None = None
-    compare: bool = False
-    views: tuple[View, ...] = VIEWS
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,22 +52,6 @@ def in_scope(workload: WorkloadSample, scopes: Sequence[str]) -> bool:
         fnmatch.fnmatchcase(workload.name, pattern) or fnmatch.fnmatchcase(workload.id, pattern)
         for pattern in scopes
     )
-
-
-def cpu_rates(first: Snapshot | None, second: Snapshot) -> dict[str, float]:
-    """CPU use in cores per workload ID between two snapshots of the same workloads."""
-    if first is None:
-        return {}
-    elapsed = second.timestamp - first.timestamp
-    before = {w.id: w.cpu_seconds for w in first.workloads if w.cpu_seconds is not None}
-    rates: dict[str, float] = {}
-    if elapsed <= 0:
-        return rates
-    for workload in second.workloads:
-        previous = before.get(workload.id)
-        if previous is not None and workload.cpu_seconds is not None:
-            rates[workload.id] = max(0.0, workload.cpu_seconds - previous) / elapsed
-    return rates
 
 
 def read_history(store: HistoryStore | None, snapshot: Snapshot, settings: Settings) -> History:
@@ -265,115 +218,3 @@ def plan_context(
         scopes=tuple(settings.scopes),
         notes=tuple(notes),
     )
-
-
-def _like(context: PlanContext, name: str) -> WorkloadDemand:
-    matches = [d for d in context.demands if name in (d.name, d.id) or d.id.startswith(name)]
-    if not matches:
-        known = ", ".join(sorted(d.name for d in context.demands)[:20]) or "none"
-        raise PlanRequestError(f"--like: no workload in scope is named {name!r} (known: {known})")
-    if len(matches) > 1:
-        raise PlanRequestError(f"--like: {name!r} matches {len(matches)} workloads; give the ID")
-    return matches[0]
-
-
-def _shapes(context: PlanContext, request: PlanRequest) -> list[tuple[WorkloadKind, Profile]]:
-    """The (kind, shape) pairs a request asks about."""
-    if request.like is not None:
-        workload = _like(context, request.like)
-        shape = like_profile(workload)
-        kinds = _kinds(request, workload.kind)
-        return [(kind, shape) for kind in kinds]
-    if request.profile is not None:
-        return [(kind, request.profile) for kind in _kinds(request, WorkloadKind.CONTAINER)]
-    if request.compare:
-        shape = default_profile(context.demands, request.kind or WorkloadKind.CONTAINER)
-        return [(kind, shape) for kind in KINDS]
-    kinds = (request.kind,) if request.kind else KINDS
-    return [(kind, default_profile(context.demands, kind)) for kind in kinds]
-
-
-def _kinds(request: PlanRequest, natural: WorkloadKind) -> tuple[WorkloadKind, ...]:
-    if request.compare:
-        return KINDS
-    return (request.kind or natural,)
-
-
-def _planned(context: PlanContext, request: PlanRequest) -> tuple[list[Answer], dict[str, str]]:
-    """Every answer a request asks for, kind by kind, and where each shape came from."""
-    result: list[Answer] = []
-    origins: dict[str, str] = {}
-    for kind, shape in _shapes(context, request):
-        origins[shape.name] = shape.origin
-        result.extend(answers(context.inputs(kind), shape, [kind], request.views, context.settings))
-    return result, origins
-
-
-def plan_answers(context: PlanContext, request: PlanRequest) -> list[Answer]:
-    """Every answer a request asks for, kind by kind."""
-    return _planned(context, request)[0]
-
-
-def host_summary(context: PlanContext) -> dict[str, Any]:
-    """The document's ``host`` part: what was planned against."""
-    host = context.snapshot.host
-    counts = {str(kind): sum(1 for d in context.demands if d.kind == kind) for kind in KINDS}
-    summary: dict[str, Any] = {
-        "name": socket.gethostname(),
-        "declared": sorted(str(r) for r in context.declared),
-        "history_seconds": max((d.history_seconds for d in context.demands), default=0.0),
-        "workloads": counts,
-        "sources": {s.name: s.up for s in context.snapshot.sources},
-    }
-    if host is not None:
-        summary["capacity"] = {
-            "cpu": context.declared.get(Resource.CPU, float(host.cpu_cores)),
-            "memory_bytes": context.declared.get(Resource.MEMORY, float(host.memory_bytes)),
-        }
-        summary["memory_available_bytes"] = host.memory_available_bytes
-        summary["data_disks"] = {
-            str(kind): {
-                "path": disk.path,
-                "total_bytes": disk.total_bytes,
-                "free_bytes": disk.free_bytes,
-            }
-            for kind, disk in context.disks.items()
-            if disk is not None
-        }
-    return summary
-
-
-def plan_document(context: PlanContext, request: PlanRequest) -> dict[str, Any]:
-    """The ``densityd.plan/v1`` document for a request (what ``plan -o json`` prints)."""
-    found, origins = _planned(context, request)
-    comparison = None
-    if request.compare:
-        by_kind = {a.kind: a for a in headlines(found)}
-        container, vm = by_kind.get(WorkloadKind.CONTAINER), by_kind.get(WorkloadKind.VM)
-        if container is not None and vm is not None:
-            comparison = {
-                "profile": container.profile,
-                "container_remaining": container.remaining,
-                "vm_remaining": vm.remaining,
-                "ratio": compare_ratio(container, vm),
-                "vm_overhead": dict(vm.overhead),
-            }
-    assumptions = settings_assumptions(context.settings)
-    assumptions["scope"] = list(context.scopes) or "all workloads"
-    assumptions["notes"] = list(context.notes)
-    return render_document(
-        host=host_summary(context),
-        answers=found,
-        assumptions=assumptions,
-        comparison=comparison,
-        generated_at=context.snapshot.timestamp,
-        origins=origins,
-    )
-
-
-def headlines(found: Sequence[Answer]) -> list[Answer]:
-    """The stricter view's answer for each kind and profile."""
-    groups: dict[tuple[WorkloadKind, str], list[Answer]] = {}
-    for item in found:
-        groups.setdefault((item.kind, item.profile), []).append(item)
-    return [headline(group) for group in groups.values()]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from densityd.planner.model import RESOURCES, Resource, Resources, TrendPoint
+from densityd.plan.core.model import RESOURCES, Resource, Resources, TrendPoint
 
 # A rise this small relative to the values is float noise from a flat series (the mean of
 # identical floats need not equal them), not growth.

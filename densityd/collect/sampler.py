@@ -20,6 +20,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from densityd.collect.sources.base import Source
 from densityd.model import (
     HostSample,
     NodeInfo,
@@ -28,9 +29,8 @@ from densityd.model import (
     SourceStatus,
     WorkloadSample,
 )
-from densityd.sources.base import Source
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("densityd.sampler")
 
 T = TypeVar("T")
 

@@ -13,8 +13,8 @@ import statistics
 from collections.abc import Sequence
 
 from densityd.model import WorkloadKind
-from densityd.planner.demand import whole_vcpus
-from densityd.planner.model import (
+from densityd.plan.core.demand import whole_vcpus
+from densityd.plan.core.model import (
     GIB,
     MIB,
     GuestOS,

@@ -43,7 +43,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from densityd.planner.model import RESOURCES, Resources
+from densityd.plan.core.model import RESOURCES, Resources
 
 Vector = tuple[float, ...]
 RESOURCE_DIMS: tuple[str, ...] = tuple(r.value for r in RESOURCES)

@@ -24,8 +24,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from densityd import __version__
+from densityd.collect.sampler import SnapshotHolder
 from densityd.model import Snapshot, WorkloadSample
-from densityd.sampler import SnapshotHolder
 
 IDENTITY_LABELS = ("kind", "id", "name")
 INFO_LABELS = (*IDENTITY_LABELS, "image", "os", "state")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from densityd.history.store import HistoryStore, StoreError
 from densityd.model import Snapshot
-from densityd.store import HistoryStore, StoreError
 
 log = logging.getLogger("densityd.history")
 

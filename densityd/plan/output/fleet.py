@@ -47,75 +47,23 @@ from typing import Any
 
 from tabulate import tabulate
 
-from densityd.fleet_plan import Fleet, FleetHost
 from densityd.model import WorkloadKind
-from densityd.planner.demand import default_profile, like_profile
-from densityd.planner.fleet import FleetAnswer, HostAnswer, fleet_answers, shape_cost
-from densityd.planner.model import RESOURCES, Profile, Resource, Resources
-from densityd.planner.report import (
+from densityd.plan.core.fleet import FleetAnswer, HostAnswer, shape_cost
+from densityd.plan.core.model import RESOURCES, Profile, Resource, Resources
+from densityd.plan.inputs.fleet import Fleet, FleetHost
+from densityd.plan.output.local import (
     OVERHEAD_LABELS,
     RESOURCE_KEYS,
     TIMES,
     plan_table,
     settings_assumptions,
 )
-from densityd.planning import KINDS, PlanRequest, PlanRequestError
+from densityd.plan.request import KINDS
 from densityd.units import human_bytes, human_duration, wrap
 
 FLEET_SCHEMA = "densityd.fleet-plan/v1"
 
 _KIND_WORDS = {"container": "containers", "vm": "VMs"}
-
-
-def fleet_shapes(fleet: Fleet, request: PlanRequest) -> list[tuple[WorkloadKind, Profile]]:
-    """The (kind, shape) pairs a request asks about, as ``planning`` picks them for one host:
-    a given profile, a workload ``like`` (anywhere in the fleet), else each kind's median
-    over the fleet's workloads."""
-    demands = fleet.demands
-    if request.like is not None:
-        matches = [
-            d for d in demands if request.like in (d.name, d.id) or d.id.startswith(request.like)
-        ]
-        if not matches:
-            known = ", ".join(sorted({d.name for d in demands})[:20]) or "none"
-            raise PlanRequestError(
-                f"--like: no workload in scope on any host is named {request.like!r} "
-                f"(known: {known})"
-            )
-        if len({(d.kind, d.id) for d in matches}) > 1:
-            raise PlanRequestError(
-                f"--like: {request.like!r} matches {len(matches)} workloads; give the ID"
-            )
-        shape = like_profile(matches[0])
-        return [(kind, shape) for kind in _kinds(request, matches[0].kind)]
-    if request.profile is not None:
-        return [(kind, request.profile) for kind in _kinds(request, WorkloadKind.CONTAINER)]
-    if request.compare:
-        shape = default_profile(demands, request.kind or WorkloadKind.CONTAINER)
-        return [(kind, shape) for kind in KINDS]
-    kinds = (request.kind,) if request.kind else KINDS
-    return [(kind, default_profile(demands, kind)) for kind in kinds]
-
-
-def _kinds(request: PlanRequest, natural: WorkloadKind) -> tuple[WorkloadKind, ...]:
-    if request.compare:
-        return KINDS
-    return (request.kind or natural,)
-
-
-def fleet_plan(
-    fleet: Fleet, requests: Sequence[PlanRequest]
-) -> tuple[list[FleetAnswer], dict[str, str]]:
-    """Every fleet answer the requests ask for, and where each shape came from."""
-    found: list[FleetAnswer] = []
-    origins: dict[str, str] = {}
-    for request in requests:
-        for kind, shape in fleet_shapes(fleet, request):
-            origins[shape.name] = shape.origin
-            found.append(
-                fleet_answers(fleet.inputs(kind), shape, kind, request.views, fleet.settings)
-            )
-    return found, origins
 
 
 def fleet_document(

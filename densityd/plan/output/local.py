@@ -47,7 +47,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from densityd.planner.model import (
+from densityd.plan.core.model import (
     MIB,
     RESOURCES,
     Answer,

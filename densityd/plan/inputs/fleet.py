@@ -33,10 +33,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from densityd.live_plan import QEMU_BASE_ITEM, SHIM_ITEM
 from densityd.model import WorkloadKind, WorkloadSample
-from densityd.planner.demand import whole_vcpus
-from densityd.planner.model import (
+from densityd.plan.core.demand import whole_vcpus
+from densityd.plan.core.model import (
     RESOURCES,
     HostCapacity,
     PlanInputs,
@@ -46,14 +45,16 @@ from densityd.planner.model import (
     TrendPoint,
     WorkloadDemand,
 )
-from densityd.planning import KINDS, in_scope
-from densityd.prometheus import (
+from densityd.plan.inputs.basis import QEMU_BASE_ITEM, SHIM_ITEM
+from densityd.plan.inputs.local import in_scope
+from densityd.plan.inputs.prometheus import (
     Connection,
     PrometheusError,
     PrometheusQueryError,
     Sample,
     Series,
 )
+from densityd.plan.request import KINDS
 from densityd.units import human_bytes, human_duration
 
 # The series the fleet planner reads, for the error that says none were found.

@@ -26,9 +26,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from densityd.model import WorkloadKind
-from densityd.planner import packing
-from densityd.planner.cost import existing_overhead, workload_cost
-from densityd.planner.model import (
+from densityd.plan.core import packing
+from densityd.plan.core.cost import existing_overhead, workload_cost
+from densityd.plan.core.model import (
     RESOURCES,
     Answer,
     HostCapacity,
@@ -40,11 +40,11 @@ from densityd.planner.model import (
     Resources,
     View,
 )
-from densityd.planner.plan import fit_count, usable
+from densityd.plan.core.slots import fit_count, usable
 
 # trend's threshold for a flat series: the fast path must call a series flat exactly when
 # time_to_full does.
-from densityd.planner.trend import times_to_full
+from densityd.plan.core.trend import times_to_full
 
 _NO_TREND: tuple[float | None, ...] = (None, None, None)  # no time to full per resource
 

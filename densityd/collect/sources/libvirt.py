@@ -30,11 +30,11 @@ from typing import Any
 
 import libvirt
 
+from densityd.collect.sources.base import SourceUnavailable
+from densityd.collect.sources.libvirt_xml import DomainConfig, parse_domain_xml, pool_target_path
 from densityd.model import BlockDevice, NodeInfo, SourceReading, WorkloadKind, WorkloadSample
-from densityd.sources.base import SourceUnavailable
-from densityd.sources.libvirt_xml import DomainConfig, parse_domain_xml, pool_target_path
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("densityd.sources.libvirt")
 
 STATE_NAMES = {
     0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff",

@@ -14,9 +14,9 @@ from collections import Counter
 from collections.abc import Sequence
 
 from densityd.model import WorkloadKind
-from densityd.planner.cost import existing_overhead, workload_cost
-from densityd.planner.demand import allocation_of
-from densityd.planner.model import (
+from densityd.plan.core.cost import existing_overhead, workload_cost
+from densityd.plan.core.demand import allocation_of
+from densityd.plan.core.model import (
     RESOURCES,
     Answer,
     HostCapacity,
@@ -28,7 +28,7 @@ from densityd.planner.model import (
     Resources,
     View,
 )
-from densityd.planner.trend import time_to_full
+from densityd.plan.core.trend import time_to_full
 from densityd.units import human_bytes, human_duration
 
 # A quotient a hair below an integer (2.9999999999999996) is an exact fit lost to rounding;

@@ -1,1 +1,0 @@
-"""The capacity planner: pure functions from measured workloads to slots left (DESIGN §6)."""
