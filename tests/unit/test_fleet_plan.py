@@ -22,6 +22,7 @@ from densityd import cli
 from densityd.collect.sources.libvirt import ACTIVE_STATES, STATE_NAMES
 from densityd.config import Settings, load_settings
 from densityd.model import Snapshot, WorkloadKind, WorkloadSample
+from densityd.plan import command
 from densityd.plan.answer import fleet_plan, plan_answers
 from densityd.plan.core.model import (
     MIB,
@@ -527,10 +528,10 @@ def test_several_profiles_each_make_a_request() -> None:
     args = cli.build_parser().parse_args(
         ["plan", "--profile", "web=cpu=1", "--profile", "db=memory=1Gi", "--view", "demand"]
     )
-    requests = cli.plan_requests(args, cli.plan_packing(args))
+    requests = command.plan_requests(args, command.plan_packing(args))
     assert [r.profile.name for r in requests if r.profile] == ["web", "db"]
     assert all(r.views == (View.DEMAND,) for r in requests)
-    single = cli.plan_request(cli.build_parser().parse_args(["plan", "--profile", "cpu=1"]))
+    single = command.plan_request(cli.build_parser().parse_args(["plan", "--profile", "cpu=1"]))
     assert isinstance(single.profile, Profile) and single.profile.name == "cpu=1"
 
 
