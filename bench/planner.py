@@ -51,7 +51,8 @@ from _common import BenchError, loadavg, machine_basics, print_targets, run_benc
 
 from densityd import __version__ as densityd_version
 from densityd.config import load_settings
-from densityd.history.store import HISTORY_FILE, HistoryStore
+from densityd.history.schema import HISTORY_FILE
+from densityd.history.store import HistoryStore
 from densityd.model import DiskUsage, HostSample, Snapshot, WorkloadKind, WorkloadSample
 from densityd.plan.answer import plan_document
 from densityd.plan.core.model import WorkloadHistory

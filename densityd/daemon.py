@@ -27,7 +27,8 @@ from densityd.collect.build import (
 from densityd.collect.sampler import SnapshotHolder
 from densityd.config import ConfigError, Settings
 from densityd.history.recorder import HistoryRecorder
-from densityd.history.store import HISTORY_FILE, HistoryStore
+from densityd.history.schema import HISTORY_FILE
+from densityd.history.store import HistoryStore
 from densityd.plan.live import LivePlan
 from densityd.serve.exporter import Exposition
 from densityd.serve.web import WebServer, make_app

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from densityd.history.store import HistoryStore, StoreError
+from densityd.history.schema import StoreError
+from densityd.history.store import HistoryStore
 from densityd.model import Snapshot
 
 log = logging.getLogger("densityd.history")

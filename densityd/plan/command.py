@@ -20,15 +20,17 @@ from typing import Any
 
 from densityd.collect.once import take_samples
 from densityd.config import Settings
-from densityd.history.store import HISTORY_FILE, HistoryStore, StoreError
+from densityd.history.schema import HISTORY_FILE, StoreError
+from densityd.history.store import HistoryStore
 from densityd.model import WorkloadKind, cpu_rates
 from densityd.plan.answer import fleet_plan, pack_request, plan_document
 from densityd.plan.core.fleet import host_use
 from densityd.plan.core.model import View
 from densityd.plan.core.quantity import QuantityError, parse_duration, parse_profile
-from densityd.plan.inputs.fleet import FleetQuery, load_fleet
+from densityd.plan.inputs.fleet import load_fleet
 from densityd.plan.inputs.local import PlanContext, plan_context, read_history
 from densityd.plan.inputs.prometheus import PrometheusClient, PrometheusError, connection
+from densityd.plan.inputs.promql import FleetQuery
 from densityd.plan.output.fleet import fleet_document, fleet_table
 from densityd.plan.output.local import plan_table
 from densityd.plan.output.packing import packing_document, packing_table

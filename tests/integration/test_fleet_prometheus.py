@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 
-from densityd.plan.inputs.fleet import FleetQuery, Queries
+from densityd.plan.inputs.promql import FleetQuery, Queries
 from tests.integration.backends import Containers, Daemon, PrometheusServer, free_port
 
 pytestmark = pytest.mark.integration

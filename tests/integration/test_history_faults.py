@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from densityd.history.store import HISTORY_FILE
+from densityd.history.schema import HISTORY_FILE
 from tests.integration.backends import Containers, Daemon, Series, missing_backend, value_of
 
 INTERVAL = 0.2

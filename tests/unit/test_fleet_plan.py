@@ -35,21 +35,23 @@ from densityd.plan.core.model import (
 )
 from densityd.plan.core.quantity import parse_profile
 from densityd.plan.inputs.fleet import (
-    BASIS_METRICS,
     VM_RUNNING_STATES,
-    WORKLOAD_METRICS,
     Fleet,
     FleetError,
-    FleetQuery,
-    Queries,
     fleet_settings,
     load_fleet,
+)
+from densityd.plan.inputs.local import History, PlanContext, plan_context
+from densityd.plan.inputs.prometheus import Connection, PrometheusQueryError, Sample, Series
+from densityd.plan.inputs.promql import (
+    BASIS_METRICS,
+    WORKLOAD_METRICS,
+    FleetQuery,
+    Queries,
     matchers,
     quantile,
     series_of,
 )
-from densityd.plan.inputs.local import History, PlanContext, plan_context
-from densityd.plan.inputs.prometheus import Connection, PrometheusQueryError, Sample, Series
 from densityd.plan.live import LivePlan
 from densityd.plan.output.fleet import FLEET_SCHEMA, fleet_document, fleet_table
 from densityd.plan.request import PlanRequest, PlanRequestError

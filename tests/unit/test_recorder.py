@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from densityd.history.recorder import HistoryRecorder
-from densityd.history.store import HISTORY_FILE, HistoryStore, StoreError
+from densityd.history.schema import HISTORY_FILE, StoreError
+from densityd.history.store import HistoryStore
 from densityd.serve.exporter import render
 from tests.unit.test_planning import container, snapshot
 

@@ -15,21 +15,17 @@ from typing import Any
 
 import pytest
 
-from densityd.history import store as store_module
-from densityd.history.store import (
-    DAY,
-    HISTORY_FILE,
-    HOUR,
-    MIGRATIONS,
+from densityd.history import schema as schema_module
+from densityd.history.histogram import (
     RATE_ACCURACY,
     ZERO_RATE,
-    HistoryStore,
-    StoreError,
-    _hist_merge,
-    _Histogram,
+    RateHistogram,
     bucket_rate,
+    hist_merge,
     rate_bucket,
 )
+from densityd.history.schema import DAY, HISTORY_FILE, HOUR, MIGRATIONS, StoreError
+from densityd.history.store import HistoryStore
 from densityd.model import DiskUsage, HostSample, Snapshot, WorkloadKind, WorkloadSample
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,19 +161,19 @@ def test_histogram_blobs_add_and_take_away_exactly() -> None:
     expected: dict[int, int] = {}
     blob = b""
     for _ in range(500):  # one bucket at a time, as each pass adds them
-        one = _Histogram()
+        one = RateHistogram()
         bucket = rng.randrange(0, 300)
         one.add(bucket)
-        blob = _hist_merge(blob, one.to_blob(), 1)
+        blob = hist_merge(blob, one.to_blob(), 1)
         expected[bucket] = expected.get(bucket, 0) + 1
-    assert _Histogram.from_blob(blob).counts == expected
-    half = _Histogram()
+    assert RateHistogram.from_blob(blob).counts == expected
+    half = RateHistogram()
     for bucket, count in expected.items():
         half.add(bucket, count // 2)
-    rest = _hist_merge(blob, half.to_blob(), -1)
+    rest = hist_merge(blob, half.to_blob(), -1)
     remaining = {b: c - c // 2 for b, c in expected.items() if c - c // 2}
-    assert _Histogram.from_blob(rest).counts == remaining
-    assert _hist_merge(rest, rest, -1) == b""
+    assert RateHistogram.from_blob(rest).counts == remaining
+    assert hist_merge(rest, rest, -1) == b""
 
 
 def test_a_restart_or_a_long_gap_adds_no_rate(store: HistoryStore) -> None:
@@ -265,10 +261,10 @@ def test_a_long_window_reads_the_totals_and_a_short_one_the_days(store: HistoryS
         assert within(store.workload_history(since, 1.0)[KEY].cpu_rate_percentile, 1.0)
     # The totals hold exactly what the daily histograms hold.
     [(blob,)] = rows(store.path, "SELECT counts FROM cpu_hist_total")
-    daily = _Histogram()
+    daily = RateHistogram()
     for (day,) in rows(store.path, "SELECT counts FROM cpu_hist WHERE period = ?", DAY):
         daily.merge(day)
-    assert _Histogram.from_blob(blob).counts == daily.counts
+    assert RateHistogram.from_blob(blob).counts == daily.counts
     assert sum(daily.counts.values()) == 10 * 48 - 1  # every interval, once
 
 
@@ -558,7 +554,7 @@ def test_an_older_schema_is_migrated_in_order(
     with HistoryStore.open(tmp_path) as store:
         record_rates(store, [0.5] * 5)
     v2 = ("ALTER TABLE workloads ADD COLUMN team TEXT", "UPDATE workloads SET team = 'web'")
-    monkeypatch.setattr(store_module, "MIGRATIONS", [*MIGRATIONS, v2])
+    monkeypatch.setattr(schema_module, "MIGRATIONS", [*MIGRATIONS, v2])
     with pytest.raises(StoreError, match="older than version"):
         HistoryStore.open(tmp_path, readonly=True)  # a reader never upgrades
     with HistoryStore.open(tmp_path) as store:
@@ -573,7 +569,7 @@ def test_a_failing_migration_changes_nothing(
 ) -> None:
     HistoryStore.open(tmp_path).close()
     broken = ("CREATE TABLE extra (x INTEGER)", "INSERT INTO no_such_table VALUES (1)")
-    monkeypatch.setattr(store_module, "MIGRATIONS", [*MIGRATIONS, broken])
+    monkeypatch.setattr(schema_module, "MIGRATIONS", [*MIGRATIONS, broken])
     with pytest.raises(StoreError, match=f"upgrade to schema version {len(MIGRATIONS) + 1}"):
         HistoryStore.open(tmp_path)
     path = tmp_path / HISTORY_FILE

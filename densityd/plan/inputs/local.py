@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from densityd.config import Settings
-from densityd.history.store import HistoryStore, StoreError
+from densityd.history.schema import StoreError
+from densityd.history.store import HistoryStore
 from densityd.model import DiskUsage, HostSample, Snapshot, WorkloadKind, WorkloadSample
 from densityd.plan.core.cost import calibrate_qemu
 from densityd.plan.core.demand import workload_demand
