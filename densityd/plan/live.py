@@ -4,10 +4,9 @@ At each snapshot the configured profiles (default: the median container and the 
 are planned against the local history and exported as ``densityd_plan_*`` gauges;
 ``/api/v1/plan`` answers any profile on demand from the same snapshot and history.
 
-What each plan is made against is exported too (``PlanBasis``): per kind the capacity total
-and the host's measured use, the declared resources, the scope globs, the data disk of each
-kind and the overheads measured here, so that ``densityd plan --prometheus`` can rebuild this
-host's planner inputs from Prometheus and answer as the host itself would.
+What each plan is made against is exported too (``inputs.basis.PlanBasis``), so that
+``densityd plan --prometheus`` can rebuild this host's planner inputs from Prometheus and
+answer as the host itself would.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Each densityd exports what its plans are made against (``densityd_plan_capacity_
 ``densityd_plan_host_used_bytes``, ``densityd_plan_declared``, ``densityd_plan_scope``,
 ``densityd_plan_data_disk_info``, ``densityd_plan_measured_overhead_bytes``) next to its
 workloads' series. From those this module makes one ``PlanInputs`` per host and kind, the
-same way ``planning.PlanContext.inputs`` does from a local sample and history:
+same way ``inputs.local.PlanContext.inputs`` does from a local sample and history:
 
 - hosts are told apart by one label (``instance`` by default), series chosen by a selector;
 - a workload's demand comes from PromQL over the window: CPU as the percentile of its rate
@@ -64,13 +64,13 @@ from densityd.plan.inputs.promql import (
 from densityd.plan.request import KINDS
 from densityd.units import human_bytes, human_duration
 
-# A VM's libvirt states in which its QEMU process runs (sources.libvirt.ACTIVE_STATES, by the
-# names densityd_workload_info carries); a container runs only in "running".
+# A VM's libvirt states in which its QEMU process runs (collect.sources.libvirt.ACTIVE_STATES,
+# by the names densityd_workload_info carries); a container runs only in "running".
 VM_RUNNING_STATES = frozenset({"running", "blocked", "paused", "shutdown", "pmsuspended"})
 
 
 class QueryClient(Protocol):
-    """What the fleet planner needs of a client: ``prometheus.PrometheusClient``'s queries."""
+    """What the fleet planner needs of a client: the queries of ``PrometheusClient``."""
 
     @property
     def conn(self) -> Connection:

@@ -1,8 +1,10 @@
-"""Answer plan requests: gather the planner's inputs from a snapshot and the history.
+"""The planner's inputs on one host: a snapshot and the local history, made into a PlanContext.
 
-The planner itself is pure (``densityd.plan.core``); this module decides what goes into it.
-``densityd plan``, the daemon's ``densityd_plan_remaining`` gauges and ``/api/v1/plan`` all
-come through ``plan_document`` so that they give the same answer for the same data.
+The planner itself is pure (``densityd.plan.core``); this module decides what goes into it:
+the workloads in scope and their demand over the window, the host's capacity (measured or
+declared) per kind's data disk, the measured overheads, and the notes that explain them.
+``densityd plan`` and the daemon's live plan (``plan.live``) both build their context here,
+and ``plan.answer`` runs the core over it.
 """
 
 from __future__ import annotations

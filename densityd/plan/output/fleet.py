@@ -1,7 +1,7 @@
 """Answer plan requests for a fleet, and print them as a document or a table.
 
-The per-host numbers are ``planner.fleet.fleet_answers`` over the hosts' inputs
-(``fleet_plan.load_fleet``), so each equals what ``densityd plan`` on that host answers; the
+The per-host numbers are ``plan.core.fleet.fleet_answers`` over the hosts' inputs
+(``inputs.fleet.load_fleet``), so each equals what ``densityd plan`` on that host answers; the
 fleet's total is their sum. The document (``densityd.fleet-plan/v1``) for scripts::
 
     {
@@ -33,7 +33,7 @@ fleet's total is their sum. The document (``densityd.fleet-plan/v1``) for script
       "comparison": {"profile": "web", "container_remaining": 118, "vm_remaining": 20,
                      "ratio": 5.9} | null,
       "assumptions": {...},                         # as in densityd.plan/v1, plus "notes"
-      "packing": {...}                              # with --count (packing_plan)
+      "packing": {...}                              # with --count (output.packing)
     }
 """
 
