@@ -95,7 +95,10 @@ def _kib(stats: Mapping[str, Any], key: str) -> int | None:
 def block_devices(stats: Mapping[str, Any]) -> tuple[BlockDevice, ...]:
     """The ``block.N.*`` entries of one domain's stats as devices."""
     devices = []
-    for index in range(_int(stats, "block.count") or 0):
+    # Each device has keys of its own in the record, so a count beyond the record's size is
+    # garbage: bounded by it, a bad count cannot make a pass build millions of devices.
+    count = min(_int(stats, "block.count") or 0, len(stats))
+    for index in range(count):
         prefix = f"block.{index}."
         # For a file, "physical" is what it occupies on the host's disk; "allocation" is the
         # highest written offset, which is 0 for a raw file however much it holds.
