@@ -22,7 +22,9 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests import paths
+
+ROOT = paths.ROOT
 GRAFANA = ROOT / "grafana"
 DASHBOARD_FILES = ("densityd-host.json", "densityd-fleet.json")
 README = (ROOT / "README.md").read_text()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import tomllib
-from pathlib import Path
 
 from densityd.collect.sampler import SnapshotHolder
 from densityd.config import Settings, env_name, flag_name, load_settings
@@ -12,8 +11,9 @@ from densityd.history.recorder import HistoryRecorder
 from densityd.history.store import HistoryStore
 from densityd.plan.live import LivePlan
 from densityd.serve.exporter import SnapshotCollector
+from tests import paths
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = paths.ROOT
 README = (ROOT / "README.md").read_text()
 EXAMPLE_CONFIG = (ROOT / "config" / "densityd.toml").read_text()
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,8 +36,9 @@ from densityd.collect.sources.docker_stats import (
 )
 from densityd.collect.sources.libvirt import block_devices, vm_sample
 from densityd.collect.sources.libvirt_xml import DomainConfig
+from tests import paths
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+FIXTURES = paths.FIXTURES
 
 # Text close to the kernel's formats, so that the parsers' interesting branches are reached.
 KERNEL_ALPHABET = "0123456789 \n\t=:-,./abcdefgiklmnoprstuwxyz_RWeadTotl"
@@ -292,3 +292,11 @@ def test_non_integer_domain_stats_are_unknown_not_a_crash(record: dict[str, Any]
     sample = vm_sample("u", config, record, block_devices(record))
     assert sample.cpu_limit_cores is None and sample.cpu_seconds is None
     assert sample.disk_limit_bytes in (None, 5)
+
+
+def test_a_huge_block_count_is_bounded_by_the_record() -> None:
+    """Found by the fuzzer: block.count = 2**64 made one pass build devices until out of memory."""
+    record = {"block.count": 2**64, "block.0.name": "vda", "block.0.physical": 4096}
+    devices = block_devices(record)
+    assert len(devices) <= len(record)
+    assert devices[0].name == "vda" and devices[0].bytes == 4096

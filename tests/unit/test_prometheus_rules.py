@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests import paths
+
+ROOT = paths.ROOT
 CONFIG = ROOT / "config"
 ALERTS = CONFIG / "densityd-alerts.yml"
 RECORDING = CONFIG / "densityd-rules.yml"

@@ -20,7 +20,6 @@ libosinfo).
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
@@ -30,8 +29,9 @@ from densityd.collect.sources.libvirt_xml import (
     parse_domain_xml,
     pool_target_path,
 )
+from tests import paths
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "libvirt"
+FIXTURES = paths.FIXTURES / "libvirt"
 RECORDED_UUID = "2ddd56f2-2d15-48c6-8283-999f359d6d55"
 RECORDED_DISK = DiskConfig(
     target="vda",

@@ -57,7 +57,7 @@ from densityd.plan.output.fleet import FLEET_SCHEMA, fleet_document, fleet_table
 from densityd.plan.request import PlanRequest, PlanRequestError
 from densityd.serve.exporter import render
 from densityd.units import WIDTH
-from tests.unit.test_planning import DIRS, container, snapshot, vm
+from tests.unit.plan.inputs.test_local import DIRS, container, snapshot, vm
 
 GIB = 1024 * MIB
 NOW = 1_800_000_000.0

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 from densityd.collect.sources.docker import DockerSource, _EngineInfo, allowlisted_labels
+from tests import paths
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "docker"
+FIXTURES = paths.FIXTURES / "docker"
 SECRET = "hunter2"
 
 

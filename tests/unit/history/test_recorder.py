@@ -11,7 +11,7 @@ from densityd.history.recorder import HistoryRecorder
 from densityd.history.schema import HISTORY_FILE, StoreError
 from densityd.history.store import HistoryStore
 from densityd.serve.exporter import render
-from tests.unit.test_planning import container, snapshot
+from tests.unit.plan.inputs.test_local import container, snapshot
 
 MIB = 1024 * 1024
 

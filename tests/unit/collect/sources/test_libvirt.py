@@ -32,7 +32,6 @@ import time
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import libvirt
@@ -53,8 +52,9 @@ from densityd.collect.sources.libvirt import (
 )
 from densityd.collect.sources.libvirt_xml import parse_domain_xml
 from densityd.model import BlockDevice, WorkloadKind, WorkloadSample
+from tests import paths
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "libvirt"
+FIXTURES = paths.FIXTURES / "libvirt"
 NODE_URI = f"test://{FIXTURES / 'testnode.xml'}"
 DEFAULT_URI = "test:///default"
 RECORDED_UUID = "2ddd56f2-2d15-48c6-8283-999f359d6d55"

@@ -27,8 +27,9 @@ from densityd.history.histogram import (
 from densityd.history.schema import DAY, HISTORY_FILE, HOUR, MIGRATIONS, StoreError
 from densityd.history.store import HistoryStore
 from densityd.model import DiskUsage, HostSample, Snapshot, WorkloadKind, WorkloadSample
+from tests import paths
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = paths.ROOT
 # A Monday 00:00 UTC, so hours and days in the tests start where they say.
 T0 = 1_767_571_200
 STEP = 15

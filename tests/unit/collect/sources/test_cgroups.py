@@ -27,8 +27,9 @@ from densityd.collect.sources.cgroups import (
     parse_proc_cgroup,
     working_set,
 )
+from tests import paths
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+FIXTURES = paths.FIXTURES
 CGROUP = FIXTURES / "cgroup"
 RECORDED_ID = "e493e77271b8bb12f7833443ca038137fec12b681c2d33d776566df2a315c476"
 

@@ -10,7 +10,6 @@ keys, lowercase ``read``/``write`` blkio ops, no per-CPU usage).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +22,9 @@ from densityd.collect.sources.docker_stats import (
     parse_stats,
     storage_limit_bytes,
 )
+from tests import paths
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+FIXTURES = paths.FIXTURES
 
 
 def load(name: str) -> Any:

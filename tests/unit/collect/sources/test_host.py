@@ -15,8 +15,9 @@ from densityd.collect.sources.host import (
     read_shim_rss,
 )
 from densityd.model import DiskUsage, SourceReading
+from tests import paths
 
-PROC = Path(__file__).resolve().parent.parent / "fixtures" / "proc"
+PROC = paths.FIXTURES / "proc"
 
 
 def test_parse_meminfo_recorded() -> None:

@@ -16,7 +16,7 @@ from densityd.model import WorkloadKind
 from densityd.plan.live import LivePlan
 from densityd.serve.exporter import Exposition, render
 from densityd.serve.web import WSGIApp, make_app
-from tests.unit.test_planning import DIRS, container, snapshot, vm
+from tests.unit.plan.inputs.test_local import DIRS, container, snapshot, vm
 
 MIB = 1024 * 1024
 

@@ -40,8 +40,8 @@ from densityd.plan.core.model import (
     WorkloadDemand,
 )
 from densityd.plan.core.slots import answer, headline
-from tests.unit.planner import strategies
-from tests.unit.planner.strategies import Numbers
+from tests.unit.plan.core import strategies
+from tests.unit.plan.core.strategies import Numbers
 
 DAY = 86400.0
 NOW = 1_767_272_820.0

@@ -31,8 +31,8 @@ from densityd.plan.core.model import (
     WorkloadDemand,
 )
 from densityd.plan.core.slots import answer
-from tests.unit.planner import strategies
-from tests.unit.planner.strategies import Numbers
+from tests.unit.plan.core import strategies
+from tests.unit.plan.core.strategies import Numbers
 
 # Byte quantities are whole bytes, as measured: sums of them are exact in floats, so adding a
 # workload and its footprint to the host changes system usage by exactly nothing.
