@@ -2,7 +2,8 @@
 
 Every setting of ``config.Settings`` is a flag of both subcommands, generated from the model
 so that flags, environment variables and TOML keys cannot drift apart. Bad flags and bad
-values exit with status 2 and one line naming the setting.
+values exit with status 2 and one line naming the setting. This module only parses and
+dispatches: ``run`` to ``daemon``, ``sample`` to ``collect.once``, ``plan`` to ``plan.command``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,7 @@ from densityd.collect.once import sample_command
 from densityd.config import ConfigError, Settings, flag_name, load_settings, resolve_config_file
 from densityd.daemon import run_daemon
 from densityd.plan.command import plan_command
-from densityd.plan.request import (
-    KINDS,
-)
+from densityd.plan.request import KINDS
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
