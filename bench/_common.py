@@ -184,3 +184,8 @@ def print_targets(found: Sequence[dict[str, Any]]) -> None:
     for target in found:
         verdict = {True: "met", False: "NOT MET", None: "not measured"}[target["met"]]
         print(f"  [{verdict}] {target['target']}: {target['measured']}")
+
+
+def progress(text: str) -> None:
+    """A progress line on stderr, so that stdout holds only the results."""
+    print(text, file=sys.stderr, flush=True)
