@@ -149,7 +149,8 @@ class Settings(BaseSettings):
     )
     reserved: str = Field(
         "cpu=0,memory=512Mi,disk=0",
-        description="Host resources kept back from workloads (keys not given keep these defaults).",
+        description="Host resources kept back from workloads (keys not given keep these "
+        "defaults); within a declared --capacity only the keys given here are kept back.",
     )
     ratio: str = Field(
         "cpu=4,memory=1,disk=1",
@@ -262,9 +263,12 @@ class Settings(BaseSettings):
         defaults = PlanSettings()
         reserved = parse_resources(self.reserved, option="reserved", kind="reserved")
         ratio = parse_resources(self.ratio, option="ratio", kind="ratio")
+        # Only a reserve the user gave applies within a declared capacity (slots.for_host).
+        given = "reserved" in self.model_fields_set
         return replace(
             defaults,
             reserved=_fill(reserved, defaults.reserved),
+            reserved_given=frozenset(r for r in RESOURCES if given and reserved.get(r) is not None),
             ratio=_fill(ratio, defaults.ratio),
             target_fill=self.target_fill,
             percentile=self.percentile_fraction,

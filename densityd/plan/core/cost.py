@@ -149,7 +149,13 @@ def workload_cost(
         shim = settings.container_shim_bytes
         how = "measured" if settings.shim_measured else "assumed"
         cost = Resources(cpu=base.cpu, memory=base.memory + shim, disk=base.disk)
-        return cost, {"shim": float(shim)}, (f"container shim: {human_bytes(shim)} each ({how})",)
+        # 0 only within a declared memory capacity (slots.for_host): the host pays the shim.
+        note = (
+            f"container shim: {human_bytes(shim)} each ({how})"
+            if shim
+            else "container shim: not counted, the host holds it outside the declared memory"
+        )
+        return cost, {"shim": float(shim)}, (note,)
     return _vm_cost(profile, view, settings)
 
 

@@ -23,7 +23,7 @@ import gc
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from densityd.model import WorkloadKind
 from densityd.plan.core import packing
@@ -40,7 +40,7 @@ from densityd.plan.core.model import (
     Resources,
     View,
 )
-from densityd.plan.core.slots import fit_count, usable
+from densityd.plan.core.slots import fit_count, for_host, usable
 
 # trend's threshold for a flat series: the fast path must call a series flat exactly when
 # time_to_full does.
@@ -70,11 +70,16 @@ class ViewUse:
 
 @dataclass(frozen=True, slots=True)
 class HostUse:
-    """One host's use in each view asked about, and the images it already holds."""
+    """One host's use in each view asked about, and the images it already holds.
+
+    ``memory_declared``: its memory is a declared capacity, where a container's shim costs
+    nothing (``slots.for_host``).
+    """
 
     name: str
     views: tuple[ViewUse, ...]
     images: frozenset[str] = frozenset()
+    memory_declared: bool = False
 
     def view(self, view: View) -> ViewUse:
         """The use in one view; ``KeyError`` when it was not computed."""
@@ -86,10 +91,11 @@ class HostUse:
 
 @dataclass(frozen=True, slots=True)
 class ShapeCost:
-    """What one more of a shape costs as one kind, per view: the same on every host.
+    """What one more of a shape costs as one kind, per view: on every host but a slice.
 
     ``costs`` and ``overheads`` as ``workload_cost`` gives them, one per view in ``views``;
-    ``notes`` their explanations, once each.
+    ``notes`` their explanations, once each. ``slice_costs`` and ``slice_overheads`` are the
+    same on a host whose memory is declared, where a container's shim costs nothing.
     """
 
     profile: Profile
@@ -98,6 +104,14 @@ class ShapeCost:
     costs: tuple[Resources, ...]
     overheads: tuple[dict[str, float], ...]
     notes: tuple[str, ...] = ()
+    slice_costs: tuple[Resources, ...] = ()
+    slice_overheads: tuple[dict[str, float], ...] = ()
+
+    def cost_on(self, use: HostUse, index: int) -> tuple[Resources, dict[str, float]]:
+        """The cost and overhead in view ``index`` on one host."""
+        if use.memory_declared and self.slice_costs:
+            return self.slice_costs[index], self.slice_overheads[index]
+        return self.costs[index], self.overheads[index]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +140,7 @@ class HostAnswer:
         """The full answer in each view of the shape, in its order."""
         image = _image_once(self.shape.profile, self.use.images)
         return tuple(
-            _answer(self.use.view(view), self.shape, i, image)
+            _answer(self.use.view(view), self.shape, *self.shape.cost_on(self.use, i), image)
             for i, view in enumerate(self.shape.views)
         )
 
@@ -181,18 +195,21 @@ def host_use(
     inputs: PlanInputs,
     views: Sequence[View],
     settings: PlanSettings,
-    rooms: dict[tuple[Resources, View], Resources] | None = None,
+    rooms: dict[tuple[Resources, Resources, View], Resources] | None = None,
 ) -> HostUse:
     """What ``plan.answer`` computes for ``inputs`` before it looks at the shape, per view.
 
-    ``rooms`` caches ``plan.usable`` by host size and view across the hosts of a fleet (it
-    depends on nothing else); pass the same dict for every host, with the same settings.
+    ``rooms`` caches ``plan.usable`` by host size, reserve and view across the hosts of a
+    fleet (it depends on nothing else); pass the same dict for every host, with the same
+    settings.
     """
     rooms = {} if rooms is None else rooms
+    settings = for_host(settings, inputs.host)
     return HostUse(
         name=name,
         views=tuple(_view_use(inputs, view, settings, rooms) for view in views),
         images=inputs.host.image_bytes_present,
+        memory_declared=Resource.MEMORY in inputs.host.declared,
     )
 
 
@@ -204,12 +221,19 @@ def shape_cost(
         raise ValueError("a fleet answer needs at least one view")
     costs: list[Resources] = []
     overheads: list[dict[str, float]] = []
+    slice_costs: list[Resources] = []
+    slice_overheads: list[dict[str, float]] = []
     notes: list[str] = []
+    in_slice = replace(settings, container_shim_bytes=0.0)
     for view in views:
         cost, overhead, cost_notes = workload_cost(profile, kind, view, settings)
         costs.append(cost)
         overheads.append(overhead)
         notes.extend(note for note in cost_notes if note not in notes)
+        if kind is WorkloadKind.CONTAINER:
+            cost, overhead, _ = workload_cost(profile, kind, view, in_slice)
+            slice_costs.append(cost)
+            slice_overheads.append(overhead)
     return ShapeCost(
         profile=profile,
         kind=kind,
@@ -217,6 +241,8 @@ def shape_cost(
         costs=tuple(costs),
         overheads=tuple(overheads),
         notes=tuple(notes),
+        slice_costs=tuple(slice_costs),
+        slice_overheads=tuple(slice_overheads),
     )
 
 
@@ -226,8 +252,8 @@ def host_answer(use: HostUse, shape: ShapeCost) -> HostAnswer:
     once = (0.0, 0.0, image)
     counts: list[int | None] = []
     bounds: list[Resource | None] = []
-    for view, cost in zip(shape.views, shape.costs, strict=True):
-        free, costs = _floats(use.view(view).free), _floats(cost)
+    for index, view in enumerate(shape.views):
+        free, costs = _floats(use.view(view).free), _floats(shape.cost_on(use, index)[0])
         least: int | None = None
         bound: Resource | None = None
         for i, resource in enumerate(RESOURCES):
@@ -269,7 +295,7 @@ def fleet_answers(
     the notes. Host names must be unique (``ValueError`` otherwise).
     """
     with _no_cycle_collection():
-        rooms: dict[tuple[Resources, View], Resources] = {}
+        rooms: dict[tuple[Resources, Resources, View], Resources] = {}
         uses = [host_use(name, inputs, views, settings, rooms) for name, inputs in _unique(hosts)]
         return answers_for_uses(uses, profile, kind, views, settings)
 
@@ -339,6 +365,8 @@ def pack_fleet(
         demands.append(
             packing.Demand(
                 name=profile.name,
+                # One size on every host: the shim is counted on declared-memory hosts too,
+                # which errs on the safe side (the packer cannot size an item per host).
                 cost=tuple(x for cost in shape.costs for x in _floats(cost)),
                 count=count,
                 once=(0.0, 0.0, image) * len(views),
@@ -356,13 +384,13 @@ def _view_use(
     inputs: PlanInputs,
     view: View,
     settings: PlanSettings,
-    rooms: dict[tuple[Resources, View], Resources],
+    rooms: dict[tuple[Resources, Resources, View], Resources],
 ) -> ViewUse:
     """``plan.answer``'s usable, used, system and free, in the same float operations."""
     host = inputs.host
-    room = rooms.get((host.total, view))
+    room = rooms.get((host.total, settings.reserved, view))
     if room is None:
-        room = rooms[host.total, view] = usable(host, view, settings)
+        room = rooms[host.total, settings.reserved, view] = usable(host, view, settings)
     if view is View.ALLOCATION:
         taken, system = _allocation_taken(inputs, settings), Resources()
     else:
@@ -440,13 +468,14 @@ def _demand_taken(inputs: PlanInputs) -> tuple[Resources, Resources]:
     return taken, Resources(cpu=system[0], memory=system[1], disk=system[2])
 
 
-def _answer(use: ViewUse, shape: ShapeCost, index: int, image: float) -> Answer:
+def _answer(
+    use: ViewUse, shape: ShapeCost, cost: Resources, overhead: dict[str, float], image: float
+) -> Answer:
     """The ``Answer`` ``plan.answer`` builds from the same numbers, without notes."""
     # Plain tuples: Resources.get goes through the enum's value.
     total, room, used, system, free = map(
         _floats, (use.total, use.usable, use.used, use.system, use.free)
     )
-    cost = shape.costs[index]
     costs = _floats(cost)
     once = (0.0, 0.0, image)
     resources = tuple(
@@ -475,7 +504,7 @@ def _answer(use: ViewUse, shape: ShapeCost, index: int, image: float) -> Answer:
         bound=None if binding is None else binding.resource,
         cost=cost,
         resources=resources,
-        overhead={**shape.overheads[index], "image": image},
+        overhead={**overhead, "image": image},
         time_to_full_seconds=min(fulls, default=None),
     )
 

@@ -183,6 +183,9 @@ class PlanSettings:
     """Every assumption of a plan; each one is printed with the answer."""
 
     reserved: Resources = Resources(cpu=0.0, memory=512 * MIB, disk=0.0)
+    # The resources whose reserve was given explicitly: only these are reserved within a
+    # declared capacity (``slots.for_host``), the default reserve being for the host's own OS.
+    reserved_given: frozenset[Resource] = frozenset()
     ratio: Resources = Resources(cpu=4.0, memory=1.0, disk=1.0)
     target_fill: float = 0.9
     percentile: float = 0.95

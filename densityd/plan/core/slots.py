@@ -2,9 +2,10 @@
 
 Per resource: ``usable = (total - reserved) * ratio * target_fill``, ``used`` = the workloads
 in the view plus (demand view) the host use no workload explains, ``free = usable - used``,
-and ``fits = floor(free / cost)``. Overcommit ratios apply to the allocation view only: the
-demand view compares measured use with physical capacity, since 4 cores cannot deliver 16
-cores of measured use.
+and ``fits = floor(free / cost)``. On a declared capacity (a slice, a quota) the host's
+reserve and the containerd shim do not apply (``for_host``). Overcommit ratios apply to the
+allocation view only: the demand view compares measured use with physical capacity, since 4
+cores cannot deliver 16 cores of measured use.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 
 from densityd.model import WorkloadKind
 from densityd.plan.core.cost import existing_overhead, workload_cost
@@ -38,6 +40,28 @@ _EPSILON = 1e-9
 _MAX_COUNT = float(2**52)
 
 _KIND_WORDS = {WorkloadKind.CONTAINER: ("container", "containers"), WorkloadKind.VM: ("VM", "VMs")}
+
+
+def for_host(settings: PlanSettings, host: HostCapacity) -> PlanSettings:
+    """The settings as they apply to one host's capacity.
+
+    A reserve is for the host's own OS and daemons: it applies to measured capacity, not to a
+    capacity the user declared (a slice, a quota), unless that resource's reserve was given
+    explicitly. A containerd shim runs outside a declared memory slice (the kernel charges it
+    to the host), so within one it costs nothing.
+    """
+    if not host.declared:
+        return settings
+    reserved = Resources(
+        *(
+            0.0
+            if r in host.declared and r not in settings.reserved_given
+            else settings.reserved.get(r)
+            for r in RESOURCES
+        )
+    )
+    shim = 0.0 if Resource.MEMORY in host.declared else settings.container_shim_bytes
+    return replace(settings, reserved=reserved, container_shim_bytes=shim)
 
 
 def usable(host: HostCapacity, view: View, settings: PlanSettings) -> Resources:
@@ -78,6 +102,7 @@ def answer(
 ) -> Answer:
     """How many more of ``profile`` fit as ``kind`` in ``view``, with every number behind it."""
     host = inputs.host
+    settings = for_host(settings, host)
     room = usable(host, view, settings)
     if view is View.ALLOCATION:
         taken, system, notes = _allocation_used(inputs, settings)
@@ -227,8 +252,12 @@ def _demand_used(
             "with physical capacity"
         )
     for resource in sorted(host.declared, key=RESOURCES.index):
+        reserve = settings.reserved.get(resource)
+        amount = f"{reserve:g} cores" if resource is Resource.CPU else human_bytes(reserve)
+        kept = f"and the reserve of {amount}" if reserve else "count"
         notes.append(
-            f"{resource.value} capacity declared: no system usage, only workloads and the reserve"
+            f"{resource.value} capacity declared: no system usage, only workloads {kept}"
+            + ("" if reserve else " (the host reserve does not apply: --reserved sets one)")
         )
     for kind, count in _stopped(inputs).items():
         notes.append(

@@ -141,6 +141,8 @@ def settings_assumptions(settings: PlanSettings) -> dict[str, Any]:
             result[item.name] = _resources_document(value)
         elif item.name.endswith("_bytes") and isinstance(value, float):
             result[item.name] = _whole(value)
+        elif isinstance(value, frozenset):  # of resources: reserved_given
+            result[item.name] = [str(r) for r in RESOURCES if r in value]
         else:
             result[item.name] = value
     return result

@@ -124,6 +124,7 @@ def plan_settings(draw: st.DrawFn) -> PlanSettings:
             memory=float(draw(st.integers(0, 2 * GIB))),
             disk=float(draw(st.integers(0, 10 * GIB))),
         ),
+        reserved_given=frozenset(draw(st.sets(st.sampled_from(RESOURCES)))),
         ratio=Resources(
             cpu=draw(st.sampled_from([1.0, 1.5, 4.0, 16.0])),
             memory=draw(st.sampled_from([1.0, 1.2])),

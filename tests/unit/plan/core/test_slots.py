@@ -160,17 +160,35 @@ def test_declared_capacity_counts_no_system_usage() -> None:
     assert _one(result, Resource.MEMORY).used == 1200 * MIB + 2400 * MIB
     assert _one(result, Resource.DISK).system == 34 * GIB  # not declared: still counted
     assert (
-        "memory capacity declared: no system usage, only workloads and the reserve" in result.notes
+        "memory capacity declared: no system usage, only workloads count (the host reserve does "
+        "not apply: --reserved sets one)" in result.notes
     )
-    # The reserve still applies to a declared capacity.
-    reserved = answer(
-        _inputs(declared, *workloads),
-        DEFAULT_PROFILES[CONTAINER],
-        CONTAINER,
-        DEMAND,
-        dataclasses.replace(FLAT, reserved=Resources(memory=1 * GIB)),
+    # The kernel charges a container's shim to the host, outside the declared slice.
+    assert _one(result, Resource.MEMORY).cost == DEFAULT_PROFILES[CONTAINER].demand.memory
+    assert result.overhead["shim"] == 0.0
+    # A reserve is for the host's own OS: a default one does not apply to a declared capacity,
+    # one given explicitly (--reserved memory=1Gi) does.
+    one_gib = Resources(memory=1 * GIB)
+    by_default = dataclasses.replace(FLAT, reserved=one_gib)
+    given = dataclasses.replace(by_default, reserved_given=frozenset({Resource.MEMORY}))
+    for settings, expected in ((by_default, 16 * GIB), (given, 15 * GIB)):
+        reserved = answer(
+            _inputs(declared, *workloads), DEFAULT_PROFILES[CONTAINER], CONTAINER, DEMAND, settings
+        )
+        assert _one(reserved, Resource.MEMORY).usable == expected
+    assert (
+        "memory capacity declared: no system usage, only workloads and the reserve of 1.0GiB"
+        in (
+            answer(
+                _inputs(declared, *workloads), DEFAULT_PROFILES[CONTAINER], CONTAINER, DEMAND, given
+            )
+        ).notes
     )
-    assert _one(reserved, Resource.MEMORY).usable == 15 * GIB
+    # A measured capacity keeps the default reserve.
+    measured = answer(
+        _inputs(host, *workloads), DEFAULT_PROFILES[CONTAINER], CONTAINER, DEMAND, by_default
+    )
+    assert _one(measured, Resource.MEMORY).usable == 15 * GIB
 
 
 def test_allocation_view_counts_limits_overhead_and_says_what_had_no_limit() -> None:
