@@ -302,16 +302,18 @@ class HistoryStore:
             return summaries.workload_history(conn, since, percentile, until)
 
     def trend(
-        self, since: float, keys: Collection[tuple[str, str]] | None = None
+        self,
+        since: float,
+        keys: Collection[tuple[str, str]] | None = None,
+        kind: str | None = None,
     ) -> list[TrendPoint]:
-        """Total demand per summary period since ``since``, over ``keys`` (all if ``None``).
-
-        See ``summaries.trend`` for what each point sums.
+        """Total demand per finished summary period since ``since``, over ``keys`` (all if
+        ``None``) of ``kind`` (all if ``None``); ``summaries.trend`` says what a point sums.
         """
         if keys is not None and not keys:
             return []
         with self._read() as conn:
-            return summaries.trend(conn, since, keys)
+            return summaries.trend(conn, since, keys, kind)
 
     def host_history(self, since: float) -> list[tuple[float, HostSample]]:
         """The host's capacity per pass (per 5 minutes, the worst case, past ``raw_seconds``)."""

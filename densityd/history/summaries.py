@@ -120,15 +120,21 @@ def workload_history(
 
 
 def trend(
-    conn: sqlite3.Connection, since: float, keys: Collection[tuple[str, str]] | None = None
+    conn: sqlite3.Connection,
+    since: float,
+    keys: Collection[tuple[str, str]] | None = None,
+    kind: str | None = None,
 ) -> list[TrendPoint]:
-    """Total demand per summary period since ``since``, over ``keys`` (all if ``None``).
+    """Total demand per summary period since ``since``, over ``keys`` (all if ``None``) of
+    ``kind`` (all kinds if ``None``).
 
     Per period (timestamp = its start): ``cpu`` the sum of the workloads' mean CPU rates,
     ``memory`` the sum of their maxima, ``disk`` the sum of their last disk bytes. Sorted
     by time. The periods are hours when the hourly rows hold all the data since ``since``
     (a window within the last 48 h, or a younger history), else days: one size for all
-    points, as a daily maximum is no point on the same curve as an hourly one.
+    points, as a daily maximum is no point on the same curve as an hourly one. The period
+    still under way is left out: its maximum so far is low early in the period, so it would
+    make the trend rise and fall with the time of day.
     """
     if keys is not None and not keys:
         return []
@@ -137,10 +143,12 @@ def trend(
     period = HOUR if hourly_from is not None and hourly_from <= floor_to(start, HOUR) else DAY
     condition = ""
     params: list[int | str] = [period, math.floor(since) - period]
-    if keys is not None:
-        wanted = {(str(kind), ext_id) for kind, ext_id in keys}
+    if keys is not None or kind is not None:
+        wanted = None if keys is None else {(str(k), ext_id) for k, ext_id in keys}
         wids = [
-            wid for wid, (kind, ext_id, _name) in _names(conn).items() if (kind, ext_id) in wanted
+            wid
+            for wid, (k, ext_id, _name) in _names(conn).items()
+            if (wanted is None or (k, ext_id) in wanted) and (kind is None or k == kind)
         ]
         condition = "AND wid IN (SELECT value FROM json_each(?))"
         params.append(json.dumps(wids))
@@ -152,6 +160,14 @@ def trend(
         "GROUP BY period_start ORDER BY period_start",
         params,
     ).fetchall()
+    # The latest pass (of the host, or of any workload): a period is over once a pass came at
+    # or after its end.
+    latest = conn.execute(
+        "SELECT MAX(ts) FROM (SELECT MAX(ts) AS ts FROM host "
+        "UNION ALL SELECT MAX(last_ts) FROM summary WHERE period = ? AND period_start >= ?)",
+        (period, rows[-1][0] if rows else 0),
+    ).fetchone()[0]
+    rows = [row for row in rows if latest is not None and row[0] + period <= latest]
     return [
         TrendPoint(
             timestamp=float(start),

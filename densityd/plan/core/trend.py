@@ -42,6 +42,28 @@ def time_to_full(
     return dict(zip(RESOURCES, times, strict=True))
 
 
+def with_disk_of(
+    trend: Sequence[TrendPoint], disk_trend: Sequence[TrendPoint]
+) -> tuple[TrendPoint, ...]:
+    """``trend`` with its disk taken from ``disk_trend`` (0 at a time it has no point).
+
+    What one kind's filesystem sees when the other kind keeps its data on another one: the
+    CPU and memory of every workload, the disk of those whose data lives here.
+    """
+    disk = {point.timestamp: point.demand.disk for point in disk_trend}
+    return tuple(
+        TrendPoint(
+            timestamp=point.timestamp,
+            demand=Resources(
+                cpu=point.demand.cpu,
+                memory=point.demand.memory,
+                disk=disk.get(point.timestamp, 0.0),
+            ),
+        )
+        for point in trend
+    )
+
+
 _NO_TREND: tuple[float | None, ...] = (None, None, None)
 
 

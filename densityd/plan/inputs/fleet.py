@@ -43,6 +43,7 @@ from densityd.plan.core.model import (
     TrendPoint,
     WorkloadDemand,
 )
+from densityd.plan.core.trend import with_disk_of
 from densityd.plan.inputs.basis import QEMU_BASE_ITEM, SHIM_ITEM
 from densityd.plan.inputs.local import in_scope
 from densityd.plan.inputs.prometheus import (
@@ -414,13 +415,10 @@ def _host(
         if in_scope(WorkloadSample(kind=w.kind, id=w.id, name=w.name), scopes)
     }
     demands = tuple(_demand(w, settings, now) for w in kept.values())
-    points: dict[float, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
-    for key in kept:
-        for timestamp, values in trends.get(key, {}).items():
-            summed = points[timestamp]
-            for i, value in enumerate(values):
-                summed[i] += value
-    trend = tuple(TrendPoint(timestamp=t, demand=Resources(*points[t])) for t in sorted(points))
+    trend = _summed(trends, kept)
+    kind_trends = {
+        kind: _summed(trends, [key for key in kept if key[1] == str(kind)]) for kind in KINDS
+    }
     declared = tuple(r for r in RESOURCES if str(r) in basis.declared)
     history = max((d.history_seconds for d in demands), default=0.0)
     inputs: dict[WorkloadKind, PlanInputs] = {}
@@ -438,7 +436,7 @@ def _host(
                 total=total, used=used, declared=frozenset(declared), image_bytes_present=images
             ),
             workloads=_on_disk_of(kind, demands, basis.disks),
-            trend=trend,
+            trend=with_disk_of(trend, kind_trends[kind]) if _own_disk(kind, basis.disks) else trend,
             history_seconds=history,
         )
     return FleetHost(
@@ -450,6 +448,24 @@ def _host(
         workloads=len(workloads),
         history_seconds=history,
     )
+
+
+def _summed(trends: _Trends, keys: Iterable[WorkloadKey]) -> tuple[TrendPoint, ...]:
+    """The trend of the workloads ``keys``: their values summed per period end."""
+    points: dict[float, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    for key in keys:
+        for timestamp, values in trends.get(key, {}).items():
+            summed = points[timestamp]
+            for i, value in enumerate(values):
+                summed[i] += value
+    return tuple(TrendPoint(timestamp=t, demand=Resources(*points[t])) for t in sorted(points))
+
+
+def _own_disk(kind: WorkloadKind, disks: Mapping[str, tuple[str, str]]) -> bool:
+    """Whether the other kind keeps its data on another filesystem than ``kind``'s."""
+    mine = disks.get(str(kind))
+    others = [disk for k, disk in disks.items() if k != str(kind)]
+    return mine is not None and any(other[1] != mine[1] for other in others)
 
 
 def _on_disk_of(

@@ -13,7 +13,7 @@ import fnmatch
 import logging
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from densityd.config import Settings
 from densityd.history.schema import StoreError
@@ -32,6 +32,7 @@ from densityd.plan.core.model import (
     WorkloadDemand,
     WorkloadHistory,
 )
+from densityd.plan.core.trend import with_disk_of
 from densityd.plan.request import KINDS, PlanRequestError
 
 log = logging.getLogger("densityd.planning")
@@ -39,11 +40,16 @@ log = logging.getLogger("densityd.planning")
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """What the local history holds for one plan: per-workload summaries and the trend."""
+    """What the local history holds for one plan: per-workload summaries and the trend.
+
+    ``trend`` sums every kind; ``kind_trends`` each kind alone, for a kind whose data lives on
+    a filesystem of its own (its disk trend is then its own workloads' only).
+    """
 
     workloads: Mapping[tuple[str, str], WorkloadHistory]
     trend: tuple[TrendPoint, ...]
     note: str
+    kind_trends: Mapping[WorkloadKind, tuple[TrendPoint, ...]] = field(default_factory=dict)
 
 
 NO_HISTORY = History({}, (), "no local history: demand is measured from the fresh sample only")
@@ -67,16 +73,21 @@ def read_history(store: HistoryStore | None, snapshot: Snapshot, settings: Setti
     now = snapshot.timestamp
     since = now - settings.window_seconds
     keys = [(str(w.kind), w.id) for w in snapshot.workloads if in_scope(w, settings.scopes)]
+    scoped = keys if settings.scopes else None
     try:
         summaries = store.workload_history(since, settings.percentile_fraction)
-        trend = tuple(store.trend(since, keys if settings.scopes else None))
+        trend = tuple(store.trend(since, scoped))
+        kind_trends = {kind: tuple(store.trend(since, scoped, str(kind))) for kind in KINDS}
         oldest = store.oldest_timestamp()
     except StoreError as exc:
         log.warning("history cannot be read, planning from the fresh sample only: %s", exc)
         return History({}, (), f"history unreadable ({exc}): demand from the fresh sample only")
     covered = max(0.0, now - oldest) if oldest is not None else 0.0
     return History(
-        summaries, trend, f"history: {covered / 3600:.1f} h of the {settings.window} window"
+        summaries,
+        trend,
+        f"history: {covered / 3600:.1f} h of the {settings.window} window",
+        kind_trends,
     )
 
 
@@ -146,12 +157,15 @@ class PlanContext:
         if host is None:
             raise PlanRequestError("the host could not be sampled, so there is nothing to plan")
         disk = self.disks.get(kind)
+        trend = self.history.trend
         demands = []
         for demand in self.demands:
             other = self.disks.get(demand.kind)
             on_other_disk = disk is not None and other is not None and other.device != disk.device
             if on_other_disk:
-                # Its data lives on another filesystem: it takes nothing of this one.
+                # Its data lives on another filesystem: it takes nothing of this one, now or
+                # in the disk trend.
+                trend = with_disk_of(trend, self.history.kind_trends.get(kind, ()))
                 demand = replace(
                     demand,
                     demand=replace(demand.demand, disk=0.0),
@@ -165,7 +179,7 @@ class PlanContext:
             timestamp=self.snapshot.timestamp,
             host=replace(_capacity(host, disk, self.declared), image_bytes_present=images),
             workloads=tuple(demands),
-            trend=self.history.trend,
+            trend=trend,
             history_seconds=history_seconds,
         )
 

@@ -377,6 +377,39 @@ def test_the_trend_sums_the_in_scope_workloads_per_period() -> None:
     assert trend[-1].demand == Resources(cpu=3.0, memory=600 * MIB, disk=60 * MIB)
 
 
+TIMES = ((7200, 1), (3600, 2), (0, 3))
+
+
+def test_a_kind_on_its_own_filesystem_has_its_own_disk_trend() -> None:
+    """b's VM image lives on the libvirt filesystem: its growth is no disk trend for containers."""
+    hosts = _fleet_hosts()[1:2]
+
+    class WithTrend(FakePrometheus):
+        def query_range(self, promql: str, start: float, end: float, step: float) -> list[Series]:
+            if step < 3600:
+                return super().query_range(promql, start, end, step)
+            value = {"rate(": 0.5, "max_o": 100 * MIB, "last_": 10 * GIB}[promql[:5]]
+            return [
+                Series(
+                    labels={"instance": "b:9847", "kind": kind, "id": workload_id},
+                    points=tuple((NOW - age, value * n * scale) for age, n in TIMES),
+                )
+                # The VM's disk grows twice as fast as the container's.
+                for kind, workload_id, scale in (
+                    ("container", "web-1-id", 1),
+                    ("vm", "db-uuid", 2 if promql.startswith("last_") else 1),
+                )
+            ]
+
+    (host,) = _load(WithTrend(hosts)).hosts
+    containers = host.inputs[WorkloadKind.CONTAINER].trend
+    vms = host.inputs[WorkloadKind.VM].trend
+    # CPU and memory of both kinds; disk of the kind's own filesystem only (not 90 GiB).
+    assert containers[-1].demand == Resources(cpu=3.0, memory=600 * MIB, disk=30 * GIB)
+    assert vms[-1].demand == Resources(cpu=3.0, memory=600 * MIB, disk=60 * GIB)
+    assert [p.demand.cpu for p in containers] == [p.demand.cpu for p in vms] == [1.0, 2.0, 3.0]
+
+
 def test_no_series_names_the_metrics_looked_for() -> None:
     empty = FakePrometheus([])
     with pytest.raises(FleetError) as caught:

@@ -1,0 +1,205 @@
+"""Plans over synthetic histories whose right answer is known by construction (DESIGN §8).
+
+Each scenario writes 14 days of passes through the real history store (the real schema, a
+pass every 5 minutes), then plans from it the way ``densityd plan`` does (``read_history``,
+``plan_context``, ``plan_answers``), and checks the answer against what is true by
+construction. Every row of docs/planner-truth.md names its test here or in the reality tests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from densityd.config import load_settings
+from densityd.history.store import HistoryStore
+from densityd.model import (
+    DiskUsage,
+    HostSample,
+    Snapshot,
+    SourceStatus,
+    WorkloadKind,
+    WorkloadSample,
+)
+from densityd.plan.answer import plan_answers
+from densityd.plan.core.model import GIB, MIB, Answer, Resource, View
+from densityd.plan.inputs.local import plan_context, read_history
+from densityd.plan.request import PlanRequest
+
+DAY = 86400.0
+HOUR = 3600.0
+STEP = 300.0  # a pass every 5 minutes: 4,032 passes over 14 days
+# A Monday 00:00 UTC: the history's days are whole days.
+START = 1_767_571_200.0
+DOCKER_ROOT = "/var/lib/docker"
+IMAGES = "/var/lib/libvirt/images"
+DIRS = {WorkloadKind.CONTAINER: (DOCKER_ROOT,), WorkloadKind.VM: (IMAGES,)}
+PROFILE = "cpu=0.5,memory=256Mi,disk=1Gi"
+
+# What a workload is at one time: CPU seconds so far, memory bytes, disk bytes.
+Shape = Callable[[float], tuple[float, int, int]]
+
+
+def host(*, docker_free: int = 400 * GIB, images_free: int = 400 * GIB) -> HostSample:
+    """A 32-core, 256 GiB host; Docker and libvirt keep their data on two filesystems."""
+    return HostSample(
+        cpu_cores=32,
+        memory_bytes=256 * GIB,
+        memory_available_bytes=200 * GIB,
+        disks=(
+            DiskUsage(DOCKER_ROOT, 500 * GIB, docker_free, device=1),
+            DiskUsage(IMAGES, 500 * GIB, images_free, device=2),
+        ),
+    )
+
+
+def sample(kind: WorkloadKind, name: str, shape: Shape, at: float) -> WorkloadSample:
+    cpu, memory, disk = shape(at)
+    return WorkloadSample(
+        kind=kind,
+        id=f"{name}-id",
+        name=name,
+        cpu_seconds=cpu,
+        memory_bytes=memory,
+        disk_bytes=disk,
+        state="running",
+    )
+
+
+def passes(
+    workloads: dict[tuple[WorkloadKind, str], Shape], until: float, **host_args: int
+) -> Iterator[Snapshot]:
+    """Every pass from ``START`` to ``until``."""
+    for index in range(int((until - START) // STEP) + 1):
+        at = START + index * STEP
+        yield Snapshot(
+            timestamp=at,
+            workloads=tuple(
+                sample(kind, name, shape, at) for (kind, name), shape in workloads.items()
+            ),
+            host=host(**host_args),
+            sources=(SourceStatus("docker", True, 0.01, 0, at),),
+        )
+
+
+def plan(
+    tmp_path: Path,
+    workloads: dict[tuple[WorkloadKind, str], Shape],
+    until: float,
+    *,
+    kind: WorkloadKind = WorkloadKind.CONTAINER,
+    flags: dict[str, object] | None = None,
+    **host_args: int,
+) -> Answer:
+    """Record the history up to ``until``, then plan ``PROFILE`` as ``kind`` at ``until``."""
+    settings = load_settings({"window": "14d", **(flags or {})})
+    snapshots = list(passes(workloads, until, **host_args))
+    with HistoryStore.open(tmp_path, retention_seconds=15 * DAY) as store:
+        for first in range(0, len(snapshots), 500):
+            store.record_many(snapshots[first : first + 500])
+        store.maintain(until)  # as the daemon does every few minutes: hourly rows past 48 h go
+        history = read_history(store, snapshots[-1], settings)
+    context = plan_context(snapshots[-1], history, settings, data_dirs=DIRS)
+    request = PlanRequest(profile=_profile(), kind=kind, views=(View.DEMAND,))
+    [answer] = plan_answers(context, request)
+    return answer
+
+
+def _profile():  # type: ignore[no-untyped-def]
+    from densityd.plan.core.quantity import parse_profile
+
+    return parse_profile(PROFILE)
+
+
+def resource(answer: Answer, which: Resource):  # type: ignore[no-untyped-def]
+    return next(r for r in answer.resources if r.resource is which)
+
+
+def daily_cycle(base: int, growth_per_day: float = 0.0) -> Shape:
+    """Memory ±30 % around ``base`` over each UTC day (peak at 14:00), growing as asked."""
+
+    def shape(at: float) -> tuple[float, int, int]:
+        days = (at - START) / DAY
+        cycle = 1 + 0.3 * math.sin(2 * math.pi * ((at % DAY) / DAY - 14 / 24 + 0.25))
+        return (0.2 * (at - START), int(base * (1 + growth_per_day) ** days * cycle), 1 * GIB)
+
+    return shape
+
+
+def flat(memory: int = 2 * GIB, disk: int = 10 * GIB) -> Shape:
+    return lambda at: (0.5 * (at - START), memory, disk)
+
+
+def growing_disk(start: int, per_day: int) -> Shape:
+    return lambda at: (0.1 * (at - START), 512 * MIB, int(start + per_day * (at - START) / DAY))
+
+
+@pytest.mark.parametrize("hour", range(0, 24, 3))
+def test_a_daily_cycle_without_growth_never_fills_at_any_hour(tmp_path: Path, hour: int) -> None:
+    """±30 % every day and no growth: no time to full, whatever the hour of the plan."""
+    until = START + 13 * DAY + hour * HOUR
+    answer = plan(tmp_path, {(WorkloadKind.CONTAINER, "web"): daily_cycle(8 * GIB)}, until)
+    assert resource(answer, Resource.MEMORY).time_to_full_seconds is None, answer.notes
+
+
+@pytest.mark.parametrize("hour", [2, 8, 14, 20])
+def test_steady_growth_under_a_daily_cycle_gives_the_same_time_to_full_at_any_hour(
+    tmp_path: Path, hour: int
+) -> None:
+    """1 %/day under ±30 %: the time to full is the true one within 10 %, at any hour."""
+    base = 20 * GIB
+    until = START + 13 * DAY + hour * HOUR
+    answer = plan(tmp_path, {(WorkloadKind.CONTAINER, "db"): daily_cycle(base, 0.01)}, until)
+    memory = resource(answer, Resource.MEMORY)
+    # The daily maximum is what grows: 1.3 x base x 1.01**day, about 1.3 x base x 1 % a day.
+    true_seconds = memory.free / (1.3 * base * 0.01 * 1.0065) * DAY
+    assert memory.time_to_full_seconds is not None, answer.notes
+    assert memory.time_to_full_seconds == pytest.approx(true_seconds, rel=0.10)
+
+
+def test_flat_use_never_fills(tmp_path: Path) -> None:
+    answer = plan(tmp_path, {(WorkloadKind.CONTAINER, "web"): flat()}, START + 14 * DAY - STEP)
+    assert answer.time_to_full_seconds is None, answer.notes
+
+
+def test_a_vm_image_growing_elsewhere_gives_containers_no_disk_trend(tmp_path: Path) -> None:
+    """20 GiB/day on the libvirt filesystem; Docker's is idle: containers do not fill."""
+    workloads = {
+        (WorkloadKind.CONTAINER, "web"): flat(disk=5 * GIB),
+        (WorkloadKind.VM, "build"): growing_disk(10 * GIB, 20 * GIB),
+    }
+    until = START + 10 * DAY
+    container = plan(tmp_path / "c", workloads, until)
+    assert resource(container, Resource.DISK).time_to_full_seconds is None, container.notes
+    vm = plan(tmp_path / "v", workloads, until, kind=WorkloadKind.VM)
+    disk = resource(vm, Resource.DISK)
+    assert disk.time_to_full_seconds is not None, vm.notes
+    assert disk.time_to_full_seconds == pytest.approx(disk.free / (20 * GIB) * DAY, rel=0.05)
+
+
+def test_a_declared_slice_gets_neither_the_reserve_nor_the_shims(tmp_path: Path) -> None:
+    """600 MiB declared, three 50 MiB containers, default settings: 540 MiB usable at 0.9."""
+    workloads = {
+        (WorkloadKind.CONTAINER, f"app-{i}"): flat(memory=50 * MIB, disk=MIB) for i in range(3)
+    }
+    answer = plan(
+        tmp_path,
+        workloads,
+        START + 2 * DAY,
+        flags={"capacity": "memory=600Mi", "scopes": ["app-*"]},
+    )
+    memory = resource(answer, Resource.MEMORY)
+    assert memory.usable == pytest.approx(600 * MIB * 0.9)
+    assert memory.used == pytest.approx(3 * 50 * MIB * 1.15)
+    assert memory.cost == pytest.approx(256 * MIB)  # the profile, no shim
+    assert answer.overhead["shim"] == 0.0
+    given = plan(
+        tmp_path / "given",
+        workloads,
+        START + 2 * DAY,
+        flags={"capacity": "memory=600Mi", "scopes": ["app-*"], "reserved": "memory=100Mi"},
+    )
+    assert resource(given, Resource.MEMORY).usable == pytest.approx(500 * MIB * 0.9)
