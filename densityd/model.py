@@ -59,6 +59,9 @@ class WorkloadSample:
     os: str = ""
     block_devices: tuple[BlockDevice, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
+    # When ``cpu_seconds`` was read (Unix seconds): a pass reads its workloads one after
+    # another, after listing and inspecting them, so the pass's start is not the reading's.
+    cpu_read_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,16 +143,25 @@ class Snapshot:
 
 
 def cpu_rates(first: Snapshot | None, second: Snapshot) -> dict[str, float]:
-    """CPU use in cores per workload ID between two snapshots of the same workloads."""
+    """CPU use in cores per workload ID between two snapshots of the same workloads.
+
+    The time between the two readings of each counter (``cpu_read_at``) where both are
+    known, else between the two passes.
+    """
     if first is None:
         return {}
-    elapsed = second.timestamp - first.timestamp
-    before = {w.id: w.cpu_seconds for w in first.workloads if w.cpu_seconds is not None}
+    before = {
+        w.id: (w.cpu_seconds, first.timestamp if w.cpu_read_at is None else w.cpu_read_at)
+        for w in first.workloads
+        if w.cpu_seconds is not None
+    }
     rates: dict[str, float] = {}
-    if elapsed <= 0:
-        return rates
     for workload in second.workloads:
         previous = before.get(workload.id)
-        if previous is not None and workload.cpu_seconds is not None:
-            rates[workload.id] = max(0.0, workload.cpu_seconds - previous) / elapsed
+        if previous is None or workload.cpu_seconds is None:
+            continue
+        then = second.timestamp if workload.cpu_read_at is None else workload.cpu_read_at
+        elapsed = then - previous[1]
+        if elapsed > 0:
+            rates[workload.id] = max(0.0, workload.cpu_seconds - previous[0]) / elapsed
     return rates

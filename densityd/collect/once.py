@@ -58,6 +58,7 @@ def sample_document(snapshot: Snapshot, cpu_percent: dict[str, float]) -> dict[s
     workloads = []
     for workload in snapshot.workloads:
         item = asdict(workload)
+        del item["cpu_read_at"]  # behind cpu_percent; not part of densityd.sample/v1
         item["kind"] = str(workload.kind)
         item["labels"] = dict(workload.labels)
         item["cpu_percent"] = cpu_percent.get(workload.id)

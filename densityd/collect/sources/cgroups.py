@@ -20,6 +20,8 @@ Files read, per version::
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -38,6 +40,8 @@ class CgroupStats:
     cache_bytes: int | None
     read_bytes: int | None
     written_bytes: int | None
+    # Unix seconds, when the CPU counter was read: when, not what, so not compared.
+    cpu_read_at: float | None = dataclasses.field(default=None, compare=False)
 
 
 def _read(path: str) -> str:
@@ -191,6 +195,7 @@ class CgroupReader:
     def _read_v1(self, path: str) -> CgroupStats:
         memory = f"{self._memory_dir}/{path}"
         cpu_ns = int(_read(f"{self._cpu_dir}/{path}/cpuacct.usage"))
+        read_at = time.time()
         usage = int(_read(f"{memory}/memory.usage_in_bytes"))
         stat = parse_flat_keyed(_read(f"{memory}/memory.stat"))
         inactive_file = stat.get("total_inactive_file", stat.get("inactive_file", 0))
@@ -203,6 +208,7 @@ class CgroupReader:
             cache_bytes=stat.get("total_cache", stat.get("cache")),
             read_bytes=read_bytes,
             written_bytes=written_bytes,
+            cpu_read_at=read_at,
         )
 
     def _read_blkio_v1(self, path: str) -> tuple[int | None, int | None]:
@@ -221,6 +227,7 @@ class CgroupReader:
     @staticmethod
     def _read_v2(directory: str) -> CgroupStats:
         cpu = parse_flat_keyed(_read(f"{directory}/cpu.stat"))
+        read_at = time.time()
         usage = int(_read(f"{directory}/memory.current"))
         stat = parse_flat_keyed(_read(f"{directory}/memory.stat"))
         try:
@@ -237,4 +244,5 @@ class CgroupReader:
             cache_bytes=stat.get("file"),
             read_bytes=read_bytes,
             written_bytes=written_bytes,
+            cpu_read_at=read_at,
         )

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -384,7 +384,9 @@ class DockerSource:
             return None
         except docker.errors.InvalidVersion:
             document = client.stats(container_id, stream=False)  # engines before API 1.41
-        return parse_stats(document)
+        stats = parse_stats(document)
+        # The one-shot answer is read when the call returns, not when the pass began.
+        return None if stats is None else replace(stats, cpu_read_at=time.time())
 
     def _workload(
         self, container_id: str, meta: _ContainerMeta, stats: CgroupStats | None
@@ -398,6 +400,7 @@ class DockerSource:
             state=meta.state,
             running=meta.state == "running",
             cpu_seconds=stats.cpu_seconds if stats else None,
+            cpu_read_at=stats.cpu_read_at if stats else None,
             cpu_limit_cores=meta.cpu_limit_cores,
             memory_bytes=stats.working_set_bytes if stats else None,
             memory_limit_bytes=meta.memory_limit_bytes,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -131,9 +132,14 @@ def guest_memory_used(stats: Mapping[str, Any]) -> int | None:
 
 
 def vm_sample(
-    uuid: str, config: DomainConfig, stats: Mapping[str, Any], devices: tuple[BlockDevice, ...]
+    uuid: str,
+    config: DomainConfig,
+    stats: Mapping[str, Any],
+    devices: tuple[BlockDevice, ...],
+    *,
+    read_at: float | None = None,
 ) -> WorkloadSample:
-    """One VM's sample from its stats, its configuration, and its disks."""
+    """One VM's sample from its stats (read at ``read_at``), its configuration, its disks."""
     state = _int(stats, "state.state") or 0
     active = state in ACTIVE_STATES
     cpu_time = _int(stats, "cpu.time")
@@ -156,6 +162,7 @@ def vm_sample(
         disk_written_bytes=_sum([d.written_bytes for d in devices]) if active else None,
         guest_memory_used_bytes=guest_memory_used(stats) if active else None,
         block_devices=devices,
+        cpu_read_at=read_at if active and cpu_time is not None else None,
     )
 
 
@@ -280,6 +287,7 @@ class LibvirtSource:
         conn = self._connect()
         try:
             records = conn.getAllDomainStats(_STATS, _NOWAIT)
+            read_at = time.time()
         except libvirt.libvirtError as exc:
             if not conn.isAlive():
                 self._drop()
@@ -295,7 +303,7 @@ class LibvirtSource:
                 if meta is None:
                     continue  # undefined or destroyed (transient) after the stats call
                 seen.add(uuid)
-                samples.append(self._vm(domain, uuid, stats, meta))
+                samples.append(self._vm(domain, uuid, stats, meta, read_at))
         except BaseException:
             with self._dirty_lock:  # keep the marks for the next pass to act on
                 self._dirty |= dirty
@@ -329,7 +337,12 @@ class LibvirtSource:
         return meta
 
     def _vm(
-        self, domain: Any, uuid: str, stats: Mapping[str, Any], meta: _DomainMeta
+        self,
+        domain: Any,
+        uuid: str,
+        stats: Mapping[str, Any],
+        meta: _DomainMeta,
+        read_at: float | None = None,
     ) -> WorkloadSample:
         """One VM's sample; only its configured disks count (a CD-ROM is not its storage)."""
         if int(stats.get("state.state", 0)) in ACTIVE_STATES:
@@ -337,7 +350,7 @@ class LibvirtSource:
             devices = tuple(d for d in block_devices(stats) if d.name in targets)
         else:
             devices = self._inactive_devices(domain, meta)
-        return vm_sample(uuid, meta.config, stats, devices)
+        return vm_sample(uuid, meta.config, stats, devices, read_at=read_at)
 
     @staticmethod
     def _inactive_devices(domain: Any, meta: _DomainMeta) -> tuple[BlockDevice, ...]:

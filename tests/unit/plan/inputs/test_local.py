@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,17 @@ def test_cpu_rates_between_two_snapshots() -> None:
     assert cpu_rates(first, second) == {"a-id": 0.75, "b-id": 0.0}  # b restarted; c is new
     assert cpu_rates(None, second) == {}
     assert cpu_rates(second, second) == {}
+
+
+def test_cpu_rates_divide_by_the_time_between_the_readings_not_the_passes() -> None:
+    """Issue 12: the first pass inspects before it reads, so its start is too early."""
+    burner = replace(container("burn", 1), cpu_seconds=10.0, cpu_read_at=1002.5)
+    first = snapshot(burner, timestamp=1000.0)
+    second = snapshot(replace(burner, cpu_seconds=11.0, cpu_read_at=1004.5), timestamp=1004.0)
+    # 1 CPU-second in the 2 s between the readings: 0.5 cores, not 1 / 4 s = 0.25.
+    assert cpu_rates(first, second) == {"burn-id": 0.5}
+    unknown = replace(burner, cpu_seconds=11.0, cpu_read_at=None)
+    assert cpu_rates(first, snapshot(unknown, timestamp=1004.0)) == {"burn-id": 1 / 1.5}
 
 
 def test_shim_cost_is_the_median_measured_shim() -> None:
