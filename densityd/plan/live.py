@@ -217,6 +217,8 @@ class LivePlan:
                 continue  # capacity does not depend on the profile: once per kind and view
             seen.add((kind, view))
             for answer in item.resources:
+                if not answer.known:
+                    continue  # an unknown capacity is no series, never a 0
                 for quantity, value in (
                     ("usable", answer.usable),
                     ("used", answer.used),

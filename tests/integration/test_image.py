@@ -207,10 +207,12 @@ def test_container_serves_the_hosts_containers(
         missing_backend(f"{DOCKER_SOCKET} does not exist")
     workload = containers.run()
     port = free_port()
+    docker_root = docker_cli("info", "--format", "{{.DockerRootDir}}")
     mounts = [
         f"{DOCKER_SOCKET}:{DOCKER_SOCKET}:ro",
         "/sys/fs/cgroup:/host/sys/fs/cgroup:ro",
         "/proc:/host/proc:ro",
+        f"{docker_root}:{docker_root}:ro",  # the README's: densityd measures its filesystem
     ]
     libvirt = os.path.exists(LIBVIRT_RO_SOCKET)
     if libvirt:
@@ -272,6 +274,14 @@ def test_container_serves_the_hosts_containers(
                 + "\n".join(f"{k}: {v}" for k, v in series.items() if "source_up" in k[0])
             )
         assert value_of(series, "densityd_source_up", source="host") == 1
+        # The data root's filesystem is known, so containers' disk is planned, not unknown.
+        total = os.statvfs(docker_root)
+        disk = value_of(series, "densityd_host_disk_bytes", path=docker_root)
+        assert disk == total.f_blocks * total.f_frsize, (docker_root, disk)
+        assert (
+            value_of(series, "densityd_plan_capacity_bytes", kind="container", resource="disk")
+            is not None
+        )
         status = ""
         while time.monotonic() < deadline + 30:
             status = docker_cli("inspect", "--format", "{{.State.Health.Status}}", name)

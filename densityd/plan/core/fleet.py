@@ -80,6 +80,7 @@ class HostUse:
     views: tuple[ViewUse, ...]
     images: frozenset[str] = frozenset()
     memory_declared: bool = False
+    unknown: frozenset[Resource] = frozenset()
 
     def view(self, view: View) -> ViewUse:
         """The use in one view; ``KeyError`` when it was not computed."""
@@ -140,7 +141,13 @@ class HostAnswer:
         """The full answer in each view of the shape, in its order."""
         image = _image_once(self.shape.profile, self.use.images)
         return tuple(
-            _answer(self.use.view(view), self.shape, *self.shape.cost_on(self.use, i), image)
+            _answer(
+                self.use.view(view),
+                self.shape,
+                *self.shape.cost_on(self.use, i),
+                image,
+                self.use.unknown,
+            )
             for i, view in enumerate(self.shape.views)
         )
 
@@ -210,6 +217,7 @@ def host_use(
         views=tuple(_view_use(inputs, view, settings, rooms) for view in views),
         images=inputs.host.image_bytes_present,
         memory_declared=Resource.MEMORY in inputs.host.declared,
+        unknown=inputs.host.unknown_resources,
     )
 
 
@@ -257,6 +265,8 @@ def host_answer(use: HostUse, shape: ShapeCost) -> HostAnswer:
         least: int | None = None
         bound: Resource | None = None
         for i, resource in enumerate(RESOURCES):
+            if resource in use.unknown:
+                continue  # its capacity is not known: it never binds
             fits = fit_count(free[i], costs[i], once[i])
             # Strictly fewer: ties go to the earlier resource, as min() does in plan.answer.
             if fits is not None and (least is None or fits < least):
@@ -268,7 +278,14 @@ def host_answer(use: HostUse, shape: ShapeCost) -> HostAnswer:
     full: float | None = None
     for view_use in use.views:
         if view_use.view is View.DEMAND:
-            full = min((s for s in view_use.time_to_full if s is not None), default=None)
+            full = min(
+                (
+                    s
+                    for s, r in zip(view_use.time_to_full, RESOURCES, strict=True)
+                    if s is not None and r not in use.unknown
+                ),
+                default=None,
+            )
     return HostAnswer(
         name=use.name,
         remaining=counts[best],
@@ -469,7 +486,12 @@ def _demand_taken(inputs: PlanInputs) -> tuple[Resources, Resources]:
 
 
 def _answer(
-    use: ViewUse, shape: ShapeCost, cost: Resources, overhead: dict[str, float], image: float
+    use: ViewUse,
+    shape: ShapeCost,
+    cost: Resources,
+    overhead: dict[str, float],
+    image: float,
+    unknown: frozenset[Resource],
 ) -> Answer:
     """The ``Answer`` ``plan.answer`` builds from the same numbers, without notes."""
     # Plain tuples: Resources.get goes through the enum's value.
@@ -487,15 +509,16 @@ def _answer(
             system=system[i],
             free=free[i],
             cost=costs[i],
-            fits=fit_count(free[i], costs[i], once[i]),
-            time_to_full_seconds=use.time_to_full[i],
+            fits=None if r in unknown else fit_count(free[i], costs[i], once[i]),
+            time_to_full_seconds=None if r in unknown else use.time_to_full[i],
+            known=r not in unknown,
         )
         for i, r in enumerate(RESOURCES)
     )
     bounded = [ra for ra in resources if ra.fits is not None]
     # As in plan.answer: min() keeps the first of equals, so ties go to the earlier resource.
     binding = min(bounded, key=lambda ra: ra.fits or 0, default=None)
-    fulls = [seconds for seconds in use.time_to_full if seconds is not None]
+    fulls = [ra.time_to_full_seconds for ra in resources if ra.time_to_full_seconds is not None]
     return Answer(
         kind=shape.kind,
         profile=shape.profile.name,

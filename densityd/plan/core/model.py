@@ -153,12 +153,20 @@ class HostCapacity:
     data. ``used`` is the host's measured use (memory total minus available, disk total minus
     free; CPU is not measured and is 0). ``declared`` lists the resources given with
     ``--capacity``: against those only workloads and the reserve count, no system usage.
+    ``unknown`` names, with the reason, each resource whose capacity could not be seen (no
+    data filesystem visible, say): it never binds, and its numbers are not reported.
     """
 
     total: Resources
     used: Resources
     declared: frozenset[Resource] = frozenset()
     image_bytes_present: frozenset[str] = frozenset()
+    unknown: tuple[tuple[Resource, str], ...] = ()
+
+    @property
+    def unknown_resources(self) -> frozenset[Resource]:
+        """The resources whose capacity is not known."""
+        return frozenset(resource for resource, _reason in self.unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +239,9 @@ class ResourceAnswer:
     cost: float
     fits: int | None
     time_to_full_seconds: float | None = None
+    # False: the capacity is not known (HostCapacity.unknown); fits is None, the numbers mean
+    # nothing and are reported as null.
+    known: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,9 +130,13 @@ def answer(
         disk=max(0.0, room.disk - used.disk),
     )
     full: dict[Resource, float | None] = dict.fromkeys(RESOURCES)
+    unknown = host.unknown_resources
     if view is View.DEMAND:
         full = time_to_full(inputs.trend, free, settings.min_trend_seconds)
+        full.update(dict.fromkeys(unknown))
         notes.extend(_trend_notes(inputs, full, settings))
+    for resource, reason in host.unknown:
+        notes.append(f"{resource.value} capacity unknown ({reason}): it does not bound this plan")
     resources = tuple(
         ResourceAnswer(
             resource=r,
@@ -142,8 +146,11 @@ def answer(
             system=system.get(r),
             free=free.get(r),
             cost=cost.get(r),
-            fits=fit_count(free.get(r), cost.get(r), image if r is Resource.DISK else 0.0),
+            fits=None
+            if r in unknown
+            else fit_count(free.get(r), cost.get(r), image if r is Resource.DISK else 0.0),
             time_to_full_seconds=full[r],
+            known=r not in unknown,
         )
         for r in RESOURCES
     )

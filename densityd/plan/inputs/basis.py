@@ -48,6 +48,8 @@ def plan_basis(context: PlanContext) -> PlanBasis:
     for kind in KINDS:
         host = context.inputs(kind).host
         for resource in RESOURCES:
+            if resource in host.unknown_resources:
+                continue  # not known: not exported (as 0, it would bind every fleet plan)
             capacity.append((kind, resource, host.total.get(resource)))
             if resource is not Resource.CPU:  # CPU use is not measured: always 0
                 used.append((kind, resource, host.used.get(resource)))

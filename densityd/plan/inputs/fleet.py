@@ -280,11 +280,16 @@ def _bases(
             basis.disks[kind] = (labels.get("path", ""), labels.get("device", ""))
         elif name == "densityd_plan_measured_overhead_bytes":
             basis.overheads[(kind, labels.get("item", ""))] = sample.value
-    # A host is one whose capacity is known; the other basis series alone say too little.
+    # A host is one whose CPU and memory capacity are known (a host always measures them; a
+    # disk it cannot see is not exported, and is unknown); the other series say too little.
     complete = {
         host: basis
         for host, basis in bases.items()
-        if all((str(k), str(r)) in basis.capacity for k in KINDS for r in RESOURCES)
+        if all(
+            (str(k), str(r)) in basis.capacity
+            for k in KINDS
+            for r in (Resource.CPU, Resource.MEMORY)
+        )
     }
     if complete or (not bases and not unlabelled):
         return complete
@@ -424,7 +429,13 @@ def _host(
     inputs: dict[WorkloadKind, PlanInputs] = {}
     for kind in KINDS:
         k = str(kind)
-        total = Resources(*(basis.capacity[(k, str(r))] for r in RESOURCES))
+        total = Resources(*(basis.capacity.get((k, str(r)), 0.0) for r in RESOURCES))
+        # A host exports no capacity it cannot see (basis.plan_basis): unknown, never 0.
+        unknown = tuple(
+            (r, "the host's densityd cannot see it (no densityd_plan_capacity series)")
+            for r in RESOURCES
+            if (k, str(r)) not in basis.capacity
+        )
         used = Resources(
             cpu=0.0,
             memory=basis.used.get((k, str(Resource.MEMORY)), 0.0),
@@ -433,7 +444,11 @@ def _host(
         inputs[kind] = PlanInputs(
             timestamp=now,
             host=HostCapacity(
-                total=total, used=used, declared=frozenset(declared), image_bytes_present=images
+                total=total,
+                used=used,
+                declared=frozenset(declared),
+                image_bytes_present=images,
+                unknown=unknown,
             ),
             workloads=_on_disk_of(kind, demands, basis.disks),
             trend=with_disk_of(trend, kind_trends[kind]) if _own_disk(kind, basis.disks) else trend,

@@ -122,8 +122,12 @@ def _data_disk(
 
 
 def _capacity(
-    host: HostSample, disk: DiskUsage | None, declared: Mapping[Resource, float]
+    host: HostSample,
+    disk: DiskUsage | None,
+    declared: Mapping[Resource, float],
+    kind: WorkloadKind,
 ) -> HostCapacity:
+    """The capacity one kind is planned against; a disk not seen (and not declared) is unknown."""
     measured_total = Resources(
         cpu=float(host.cpu_cores),
         memory=float(host.memory_bytes),
@@ -135,7 +139,17 @@ def _capacity(
         disk=float(disk.total_bytes - disk.free_bytes) if disk else 0.0,
     )
     total = Resources(*(declared.get(r, measured_total.get(r)) for r in RESOURCES))
-    return HostCapacity(total=total, used=used, declared=frozenset(declared))
+    unknown: tuple[tuple[Resource, str], ...] = ()
+    if disk is None and Resource.DISK not in declared:
+        where = "libvirt storage pool" if kind is WorkloadKind.VM else "Docker data root"
+        unknown = (
+            (
+                Resource.DISK,
+                f"no filesystem is visible to densityd: its {where} is not mounted in here "
+                "(or declare it: --capacity disk=SIZE)",
+            ),
+        )
+    return HostCapacity(total=total, used=used, declared=frozenset(declared), unknown=unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +191,7 @@ class PlanContext:
         images = frozenset(w.image for w in self.snapshot.workloads if w.image)
         return PlanInputs(
             timestamp=self.snapshot.timestamp,
-            host=replace(_capacity(host, disk, self.declared), image_bytes_present=images),
+            host=replace(_capacity(host, disk, self.declared, kind), image_bytes_present=images),
             workloads=tuple(demands),
             trend=trend,
             history_seconds=history_seconds,

@@ -153,8 +153,8 @@ def _host_entry(answer: FleetAnswer, host: HostAnswer, facts: FleetHost) -> dict
         by_view[str(view)] = {
             "remaining": host.remaining_by_view[index],
             "bound": None if bound is None else str(bound),
-            "total": _resources(use.total),
-            "free": _resources(use.free),
+            "total": _known(_resources(use.total), host.use.unknown),
+            "free": _known(_resources(use.free), host.use.unknown),
         }
     return {
         "host": host.name,
@@ -169,6 +169,13 @@ def _host_entry(answer: FleetAnswer, host: HostAnswer, facts: FleetHost) -> dict
         "scope": list(facts.scopes),
         "workloads": facts.workloads,
         "history_seconds": facts.history_seconds,
+    }
+
+
+def _known(values: dict[str, float | int], unknown: frozenset[Resource]) -> dict[str, Any]:
+    """``values`` with null for each resource whose capacity the host cannot see."""
+    return {
+        key: None if resource in unknown else values[key] for resource, key in RESOURCE_KEYS.items()
     }
 
 
@@ -292,10 +299,10 @@ def _answer_lines(answer: Mapping[str, Any], hosts: Sequence[Mapping[str, Any]])
                 "-"
                 if host.get("time_to_full_seconds") is None
                 else human_duration(host["time_to_full_seconds"]),
-                f"{capacity.get('cpu', 0):.3g}" + ("*" if "cpu" in declared else ""),
-                human_bytes(capacity.get("memory_bytes", 0))
-                + ("*" if "memory" in declared else ""),
-                human_bytes(capacity.get("disk_bytes", 0)) + ("*" if "disk" in declared else ""),
+                *(
+                    _capacity(key, capacity.get(key, 0)) + ("*" if str(r) in declared else "")
+                    for r, key in RESOURCE_KEYS.items()
+                ),
             ]
         )
     if rows:
@@ -312,6 +319,13 @@ def _answer_lines(answer: Mapping[str, Any], hosts: Sequence[Mapping[str, Any]])
         if any(h.get("declared") for h in mine):
             lines.append("  * declared capacity (--capacity on that host)")
     return lines
+
+
+def _capacity(key: str, value: Any) -> str:
+    """A host's capacity of one resource in the table; ``unknown`` where it cannot see it."""
+    if value is None:
+        return "unknown"
+    return f"{value:.3g}" if key == "cpu" else human_bytes(value)
 
 
 def _slots(remaining: Any) -> str:

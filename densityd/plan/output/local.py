@@ -35,6 +35,8 @@ document (``densityd.plan/v1``) is the contract for scripts::
 Per-resource objects always have the keys ``cpu`` (cores, a number), ``memory_bytes`` and
 ``disk_bytes`` (whole bytes); a value is null where the planner gave none (or it was not
 finite). ``fits`` is how many more fit on that resource alone, null where it does not bound.
+A resource whose capacity densityd cannot see is null in ``total``, ``usable``, ``used``,
+``system``, ``free`` and ``fits``, never binds, and a note names it and says why.
 """
 
 from __future__ import annotations
@@ -201,8 +203,9 @@ def _answer_document(answer: Answer, headline: bool, origin: str | None) -> dict
     by_resource = {item.resource: item for item in answer.resources}
 
     def column(field: str) -> dict[str, Any]:
+        # An unknown capacity's numbers mean nothing: null, as a value the planner gave none.
         values: dict[Resource, float | int | None] = {
-            resource: None if item is None else getattr(item, field)
+            resource: None if item is None or not item.known else getattr(item, field)
             for resource in RESOURCES
             for item in [by_resource.get(resource)]
         }
@@ -368,6 +371,8 @@ def _headline_sentence(answer: Mapping[str, Any]) -> str:
 def _cell(answer: Mapping[str, Any], column: str, key: str, marker: str) -> str:
     """One table cell: cores or human bytes; USED carries SYSTEM; FITS carries the marker."""
     value = (answer.get(column) or {}).get(key)
+    if (answer.get("total") or {}).get(key) is None and column != "cost":
+        return "unknown"  # the capacity could not be seen; the notes say why
     if column == "fits":
         return ("unbounded" if value is None else str(value)) + marker
     text = _amount(key, value)

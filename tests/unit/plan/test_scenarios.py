@@ -24,9 +24,10 @@ from densityd.model import (
     WorkloadKind,
     WorkloadSample,
 )
-from densityd.plan.answer import plan_answers
+from densityd.plan.answer import plan_answers, plan_document
 from densityd.plan.core.model import GIB, MIB, Answer, Resource, View
 from densityd.plan.inputs.local import plan_context, read_history
+from densityd.plan.output.local import plan_table
 from densityd.plan.request import PlanRequest
 
 DAY = 86400.0
@@ -203,3 +204,34 @@ def test_a_declared_slice_gets_neither_the_reserve_nor_the_shims(tmp_path: Path)
         flags={"capacity": "memory=600Mi", "scopes": ["app-*"], "reserved": "memory=100Mi"},
     )
     assert resource(given, Resource.MEMORY).usable == pytest.approx(500 * MIB * 0.9)
+
+
+def test_a_disk_densityd_cannot_see_is_unknown_never_zero(tmp_path: Path) -> None:
+    """The README's container without the data root mounted: 32 cores, 256 GiB, no disks."""
+    at = START + DAY
+    blind = HostSample(cpu_cores=32, memory_bytes=256 * GIB, memory_available_bytes=250 * GIB)
+    snapshot = Snapshot(
+        timestamp=at,
+        workloads=(sample(WorkloadKind.CONTAINER, "web", flat(memory=GIB), at),),
+        host=blind,
+        sources=(SourceStatus("docker", True, 0.01, 0, at),),
+    )
+    settings = load_settings({})
+    context = plan_context(
+        snapshot, read_history(None, snapshot, settings), settings, data_dirs=DIRS
+    )
+    document = plan_document(context, PlanRequest(profile=_profile()))
+    table = plan_table(document)
+    for kind in (WorkloadKind.CONTAINER, WorkloadKind.VM):
+        found = plan_answers(context, PlanRequest(profile=_profile(), kind=kind))
+        for answer in found:
+            disk = resource(answer, Resource.DISK)
+            assert not disk.known and disk.fits is None, answer
+            assert answer.bound is not Resource.DISK and answer.remaining, answer
+            assert any(note.startswith("disk capacity unknown (") for note in answer.notes)
+    for entry in document["answers"]:
+        assert entry["remaining"] and entry["bound"] != "disk", entry
+        for column in ("total", "usable", "used", "system", "free", "fits"):
+            assert entry[column]["disk_bytes"] is None, (column, entry[column])
+        assert entry["total"]["memory_bytes"] == 256 * GIB
+    assert "unknown" in table and "disk capacity unknown (no filesystem is visible" in table

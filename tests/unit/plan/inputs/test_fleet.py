@@ -8,6 +8,7 @@ answer for each host must then equal that host's own local plan exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -375,6 +376,34 @@ def test_the_trend_sums_the_in_scope_workloads_per_period() -> None:
     trend = host.inputs[WorkloadKind.CONTAINER].trend
     assert [p.timestamp for p in trend] == [NOW - 7200, NOW - 3600, NOW]
     assert trend[-1].demand == Resources(cpu=3.0, memory=600 * MIB, disk=60 * MIB)
+
+
+def test_a_host_that_cannot_see_its_disk_plans_as_it_does_locally() -> None:
+    """No data filesystem visible: no disk capacity exported, unknown (not 0) in the fleet."""
+    blind = dataclasses.replace(snapshot(container("web-1", 300 * MIB), timestamp=NOW))
+    assert blind.host is not None
+    blind = dataclasses.replace(blind, host=dataclasses.replace(blind.host, disks=()))
+    host = Host("d:9847", blind)
+    exported = {s.labels["__name__"] for s in host.exported()}
+    assert "densityd_plan_capacity_bytes" in exported
+    assert not [
+        s
+        for s in host.exported()
+        if s.labels["__name__"] == "densityd_plan_capacity_bytes" and s.labels["resource"] == "disk"
+    ]
+    fleet = _load(FakePrometheus([host]))
+    profile = parse_profile(PROFILES[0])
+    for kind in WorkloadKind:
+        found, _ = fleet_plan(fleet, [PlanRequest(profile=profile, kind=kind)])
+        (answer,) = found
+        mine = answer.by_name["d:9847"]
+        local = plan_answers(host.context(), PlanRequest(profile=profile, kind=kind))
+        assert list(mine.remaining_by_view) == [a.remaining for a in local]
+        assert mine.remaining and mine.bound is not Resource.DISK, mine
+        document = fleet_document(fleet, found, {}, source={}, compare=False)
+        entry = document["hosts"][0]["by_view"]
+        assert all(view["total"]["disk_bytes"] is None for view in entry.values())
+        assert "unknown" in fleet_table(document)
 
 
 TIMES = ((7200, 1), (3600, 2), (0, 3))
