@@ -99,12 +99,16 @@ def probe(source: Source, timeout: float) -> tuple[bool, str]:
     return result[0] if result else (False, f"no answer within {timeout:g}s")
 
 
-def log_found_sources(source_set: SourceSet, settings: Settings) -> dict[str, str]:
+def log_found_sources(
+    source_set: SourceSet, settings: Settings, *, retries: bool = True
+) -> dict[str, str]:
     """Log, once at start, which sources were found and why the others were not.
 
     Returns the sources not found, with the reason, so that the sampler starts them as down
-    without logging the same outage a second time.
+    without logging the same outage a second time. ``retries`` is False for a one-shot
+    command, which does not try again.
     """
+    retrying = "; retrying with backoff" if retries else ""
     for name, enabled in (("docker", settings.docker), ("libvirt", settings.libvirt)):
         if not enabled:
             log.info("source %s: disabled by configuration (--no-%s)", name, name)
@@ -116,13 +120,18 @@ def log_found_sources(source_set: SourceSet, settings: Settings) -> dict[str, st
         if found:
             log.info("source %s: found %s", source.name, text)
         else:
-            log.warning("source %s: not available: %s; retrying with backoff", source.name, text)
+            log.warning("source %s: not available: %s%s", source.name, text, retrying)
             missing[source.name] = text
     return missing
 
 
-def build_sampler(settings: Settings, source_set: SourceSet, holder: SnapshotHolder) -> Sampler:
-    """A sampler over the sources, with the Docker disk scan registered as a job."""
+def build_sampler(
+    settings: Settings, source_set: SourceSet, holder: SnapshotHolder, *, retries: bool = True
+) -> Sampler:
+    """A sampler over the sources, with the Docker disk scan registered as a job.
+
+    ``retries`` False: a one-shot command's, whose logs do not promise to try again.
+    """
     docker_source = source_set.docker
     sampler = Sampler(
         source_set.sources,
@@ -131,6 +140,7 @@ def build_sampler(settings: Settings, source_set: SourceSet, holder: SnapshotHol
         disk_usage_timestamp=(lambda: docker_source.disk_usage_timestamp)
         if docker_source
         else (lambda: None),
+        retries=retries,
     )
     if docker_source is not None:
         sampler.add_job(

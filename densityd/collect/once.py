@@ -27,8 +27,9 @@ def take_samples(
     """Two passes ``cpu_window`` apart (one if 0), and where each kind keeps its disks."""
     source_set = build_sources(settings)
     try:
-        missing = log_found_sources(source_set, settings)
-        sampler = build_sampler(settings, source_set, SnapshotHolder())
+        # One-shot: nothing will try a missing source again, so the logs do not say so.
+        missing = log_found_sources(source_set, settings, retries=False)
+        sampler = build_sampler(settings, source_set, SnapshotHolder(), retries=False)
         for name, reason in missing.items():
             sampler.mark_down(name, reason)
         if source_set.docker is not None:

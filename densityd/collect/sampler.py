@@ -80,11 +80,15 @@ class GuardedCall(Generic[T]):
         call: Callable[[], T],
         timeout: float,
         clock: Callable[[], float] = time.time,
+        *,
+        retries: bool = True,
     ) -> None:
         self.name = name
         self._call = call
         self._timeout = timeout
         self._clock = clock
+        # False for a one-shot command (sample, plan): nothing will try again.
+        self._retries = retries
         self._in_flight: Future[T] | None = None
         self._in_flight_since = 0.0
         self._errors_total = 0
@@ -167,7 +171,8 @@ class GuardedCall(Generic[T]):
                 )
                 self._next_attempt = now + self._backoff
         if self._up is not False:
-            log.warning("source %s is down: %s (retrying with backoff)", self.name, reason)
+            retrying = " (retrying with backoff)" if self._retries else ""
+            log.warning("source %s is down: %s%s", self.name, reason, retrying)
         else:
             log.debug("source %s still down: %s", self.name, reason)
         self._up = False
@@ -210,10 +215,13 @@ class Sampler:
         holder: SnapshotHolder,
         timeout: float,
         disk_usage_timestamp: Callable[[], float | None] = lambda: None,
+        *,
+        retries: bool = True,
     ) -> None:
         self.holder = holder
         self._timeout = timeout
-        self._sources = [GuardedCall(s.name, s.sample, timeout) for s in sources]
+        self._retries = retries
+        self._sources = [GuardedCall(s.name, s.sample, timeout, retries=retries) for s in sources]
         self._jobs: dict[str, GuardedCall[None]] = {}
         self._job_depends_on: dict[str, str] = {}
         self._disk_usage_timestamp = disk_usage_timestamp
@@ -227,7 +235,7 @@ class Sampler:
         A job that ``depends_on`` a source is skipped while that source is down, so that one
         outage is logged once, by the source, not again by each of its jobs.
         """
-        self._jobs[name] = GuardedCall(name, call, timeout)
+        self._jobs[name] = GuardedCall(name, call, timeout, retries=self._retries)
         self._job_depends_on[name] = depends_on
 
     def mark_down(self, name: str, reason: str) -> None:

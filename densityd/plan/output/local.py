@@ -278,7 +278,8 @@ def _host_lines(host: Mapping[str, Any], generated_at: Any) -> list[str]:
     if isinstance(generated_at, int | float) and math.isfinite(generated_at):
         stamp = datetime.fromtimestamp(generated_at, tz=UTC)
         when = stamp.strftime("at %Y-%m-%d %H:%M UTC")
-    lines = [f"Plan for {host.get('name') or 'this host'} {when}"]
+    name = host.get("name")
+    lines = [f"Plan for {f'host {name}' if name else 'this host'} {when}"]
     facts: list[str] = []
     capacity = host.get("capacity")
     if isinstance(capacity, Mapping):
@@ -446,14 +447,47 @@ def _slots(remaining: Any) -> str:
     return "unbounded" if remaining is None else f"{remaining} more"
 
 
+# The table's words for the document's keys; the JSON keeps the keys. A key not named here
+# reads as its words without the unit suffix (``guest_os`` -> ``guest os``).
+_LABELS: dict[str, str] = {
+    "memory_available_bytes": "memory available",
+    "data_disks": "data disks",
+    "reserved_given": "reserve kept within a declared capacity",
+    "ratio": "overcommit ratios",
+    "target_fill": "target fill",
+    "percentile": "CPU percentile",
+    "memory_buffer": "memory buffer",
+    "window_seconds": "window",
+    "container_shim_bytes": "containerd shim",
+    "shim_measured": "shim measured",
+    "qemu_overhead": "QEMU overhead",
+    "guest_os": "guest OS",
+    "qemu_calibrated": "QEMU overhead calibrated",
+    "min_trend_seconds": "shortest trend",
+    "memory_bytes": "memory",
+    "disk_bytes": "disk",
+    "total_bytes": "total",
+    "free_bytes": "free",
+}
+
+
+def table_label(key: str) -> str:
+    """A document key in words for the table."""
+    label = _LABELS.get(key)
+    if label is not None:
+        return label
+    return key.removesuffix("_bytes").removesuffix("_seconds").replace("_", " ")
+
+
 def _assumption_lines(key: str, value: Any, indent: str = "  ") -> list[str]:
-    """``key: value`` on one line; a list gets one line per item."""
+    """``label: value`` on one line; a list gets one line per item."""
+    label = table_label(key)
     if isinstance(value, list | tuple):
         if not value:
-            return [f"{indent}{key}: none"]
+            return [f"{indent}{label}: none"]
         items = [wrap(f"- {_format(key, item)}", indent + "  ", indent + "    ") for item in value]
-        return [f"{indent}{key}:", *items]
-    return [wrap(f"{key}: {_format(key, value)}", indent, indent + "    ")]
+        return [f"{indent}{label}:", *items]
+    return [wrap(f"{label}: {_format(key, value)}", indent, indent + "    ")]
 
 
 def _format(key: str, value: Any) -> str:
@@ -463,12 +497,11 @@ def _format(key: str, value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, Mapping):
-        return ", ".join(
-            f"{name} ({_format(name, item)})"
-            if isinstance(item, Mapping)
-            else f"{name}={_format(name, item)}"
-            for name, item in value.items()
-        )
+        if not value:
+            return "none"
+        if key == "sources":
+            return ", ".join(f"{name} {'up' if up else 'down'}" for name, up in value.items())
+        return ", ".join(_entry(name, item) for name, item in value.items())
     if isinstance(value, int | float):
         if key.endswith("_bytes"):
             return human_bytes(value)
@@ -478,6 +511,16 @@ def _format(key: str, value: Any) -> str:
     if isinstance(value, list | tuple):
         return ", ".join(_format(key, item) for item in value)
     return str(value)
+
+
+def _entry(name: str, item: Any) -> str:
+    """One entry of a mapping in words: ``memory 512.0MiB``, or a data disk's place and size."""
+    if isinstance(item, Mapping) and {"path", "total_bytes", "free_bytes"} <= set(item):
+        total, free = human_bytes(item["total_bytes"]), human_bytes(item["free_bytes"])
+        return f"{_KIND_WORDS.get(name, name)} on {item['path']} ({free} free of {total})"
+    if isinstance(item, Mapping):
+        return f"{table_label(name)} ({_format(name, item)})"
+    return f"{table_label(name)} {_format(name, item)}"
 
 
 def _cores(value: float) -> str:

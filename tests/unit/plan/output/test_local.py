@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from typing import Any
 
 import pytest
@@ -21,7 +22,13 @@ from densityd.plan.core.model import (
     Resources,
     View,
 )
-from densityd.plan.output.local import PLAN_SCHEMA, plan_document, plan_table, settings_assumptions
+from densityd.plan.output.local import (
+    PLAN_SCHEMA,
+    plan_document,
+    plan_table,
+    settings_assumptions,
+    table_label,
+)
 
 CONTAINER, VM = WorkloadKind.CONTAINER, WorkloadKind.VM
 GENERATED_AT = 1_764_590_400.0  # 2025-12-01 12:00 UTC
@@ -369,7 +376,7 @@ def test_table_comparison_without_a_guest_os_or_ratio() -> None:
     comparison = {"profile": "web", "container_remaining": None, "vm_remaining": 0, "ratio": None}
     table = normalised(plan_table(document(answers, comparison=comparison)))
     assert "As containers: unbounded; as VMs: 0 more; the VM pays QEMU 80.0MiB" in table
-    assert "guest OS" not in table
+    assert "guest OS 512" not in table and "a debian guest OS" not in table
     assert "\u00d7" not in table
 
 
@@ -379,11 +386,14 @@ def test_table_lists_every_assumption_and_every_note() -> None:
     start = lines.index("Assumptions:")
     listed = lines[start:]
     for key in result["assumptions"]:
-        assert any(line.strip().startswith(f"{key}:") for line in listed), key
-    assert "  reserved: cpu=0, memory_bytes=512.0MiB, disk_bytes=0B" in listed
-    assert "  window_seconds: 14d" in listed
-    assert "  qemu_overhead: 64 MiB + RAM/512 + 8 MiB per vCPU" in listed
-    assert "  shim_measured: no" in listed
+        label = table_label(key)
+        assert any(line.strip().startswith(f"{label}:") for line in listed), (key, label)
+    assert "  reserved: cpu 0, memory 512.0MiB, disk 0B" in listed
+    assert "  overcommit ratios: cpu 4, memory 1, disk 1" in listed
+    assert "  window: 14d" in listed
+    assert "  QEMU overhead: 64 MiB + RAM/512 + 8 MiB per vCPU" in listed
+    assert "  shim measured: no" in listed
+    assert "  reserve kept within a declared capacity: none" in listed
     assert "    - team=a" in listed and "    - team=b" in listed
     assert "    - history covers 13d of the 14d window" in listed
     assert "  - 2 workloads have no memory limit: counted at their demand" in listed
@@ -398,7 +408,7 @@ def test_table_notes_are_listed_once() -> None:
 
 def test_table_host_lines() -> None:
     lines = plan_table(document([make_answer()])).splitlines()
-    assert lines[0] == "Plan for node1 at 2025-12-01 12:00 UTC"
+    assert lines[0] == "Plan for host node1 at 2025-12-01 12:00 UTC"
     host = normalised("\n".join(lines[1:3]))
     assert host == (
         "Host: 8 cores, 16.0GiB memory, 100.0GiB disk; declared: memory; history 13d; "
@@ -424,3 +434,19 @@ def test_table_reads_the_same_from_the_json_text() -> None:
     # The daemon serves JSON; a client rendering it must print what the CLI prints.
     result = two_kinds()
     assert plan_table(json.loads(json.dumps(result))) == plan_table(result)
+
+
+def test_every_table_line_is_written_for_a_person() -> None:
+    """Issue 12: no internal key names in the text (the JSON keeps them)."""
+    result = two_kinds()
+    result["host"]["memory_available_bytes"] = 10 * GIB
+    result["host"]["data_disks"] = {
+        "container": {"path": "/var/lib/docker", "total_bytes": 100 * GIB, "free_bytes": 60 * GIB}
+    }
+    result["host"]["sources"] = {"docker": True, "libvirt": False}
+    table = plan_table(result)
+    for line in table.splitlines():
+        assert not re.search(r"[a-z]_(bytes|seconds|given)\b", line), line
+    assert "memory available: 10.0GiB" in table
+    assert "data disks: containers on /var/lib/docker (60.0GiB free of 100.0GiB)" in table
+    assert "sources: docker up, libvirt down" in table
