@@ -345,12 +345,19 @@ def host_rows() -> list[Row]:
                 "table",
                 "Slots left per view, and the binding resource",
                 "Each view's answer and the resource that runs out first "
-                "(densityd_plan_view_remaining).",
-                [Target(f"densityd_plan_view_remaining{{{HOST}}}", table=True)],
+                "(densityd_plan_view_remaining, densityd_plan_view_bound).",
+                [
+                    Target(
+                        f"densityd_plan_view_remaining{{{HOST}}}"
+                        " * on (instance, job, kind, profile, view) group_left (resource)"
+                        f" densityd_plan_view_bound{{{HOST}}}",
+                        table=True,
+                    )
+                ],
                 w=10,
                 h=6,
                 transformations=merge_table(
-                    {"Value": "slots left", "bound": "binding resource"}, hide=("instance",)
+                    {"Value": "slots left", "resource": "binding resource"}, hide=("instance",)
                 ),
             ),
             Panel(
@@ -836,8 +843,10 @@ def fleet_rows() -> list[Row]:
                 "resource that binds.",
                 [
                     Target(
-                        f"densityd_plan_remaining{{{HOST}}}",
-                        "{{instance}} {{kind}} {{profile}} ({{bound}})",
+                        f"densityd_plan_remaining{{{HOST}}}"
+                        " * on (instance, job, kind, profile) group_left (resource)"
+                        f" densityd_plan_bound{{{HOST}}}",
+                        "{{instance}} {{kind}} {{profile}} ({{resource}})",
                         instant=True,
                     )
                 ],
@@ -851,10 +860,19 @@ def fleet_rows() -> list[Row]:
                 "table",
                 "Slots left per host and view",
                 "Each host's answer in each view, and the binding resource.",
-                [Target(f"densityd_plan_view_remaining{{{HOST}}}", table=True)],
+                [
+                    Target(
+                        f"densityd_plan_view_remaining{{{HOST}}}"
+                        " * on (instance, job, kind, profile, view) group_left (resource)"
+                        f" densityd_plan_view_bound{{{HOST}}}",
+                        table=True,
+                    )
+                ],
                 w=12,
                 h=10,
-                transformations=merge_table({"Value": "slots left", "bound": "binding resource"}),
+                transformations=merge_table(
+                    {"Value": "slots left", "resource": "binding resource"}
+                ),
             ),
             Panel(
                 "timeseries",
@@ -882,8 +900,10 @@ def fleet_rows() -> list[Row]:
                 "The 10 host, kind and profile answers with the fewest slots left.",
                 [
                     Target(
-                        f"bottomk(10, densityd_plan_remaining{{{HOST}}})",
-                        "{{instance}} {{kind}} {{profile}} ({{bound}})",
+                        f"bottomk(10, densityd_plan_remaining{{{HOST}}}"
+                        " * on (instance, job, kind, profile) group_left (resource)"
+                        f" densityd_plan_bound{{{HOST}}})",
+                        "{{instance}} {{kind}} {{profile}} ({{resource}})",
                         instant=True,
                     )
                 ],
@@ -942,13 +962,13 @@ def fleet_rows() -> list[Row]:
                 "How many hosts each resource binds, per kind and profile.",
                 [
                     Target(
-                        f"count by (kind, profile, bound) (densityd_plan_remaining{{{HOST}}})",
+                        f"count by (kind, profile, resource) (densityd_plan_bound{{{HOST}}})",
                         table=True,
                     )
                 ],
                 w=24,
                 h=6,
-                transformations=merge_table({"Value": "hosts", "bound": "binding resource"}),
+                transformations=merge_table({"Value": "hosts", "resource": "binding resource"}),
             ),
         ],
     )

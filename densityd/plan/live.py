@@ -168,16 +168,27 @@ class LivePlan:
 
     @staticmethod
     def _families(found: Sequence[Answer]) -> Iterator[Metric]:
+        # The binding resource is a series of its own, not a label of the value: a value
+        # series whose labels change with it would restart every alert's for: timer.
         remaining = GaugeMetricFamily(
             "densityd_plan_remaining",
-            "How many more workloads of the profile fit (the stricter view), and the resource "
-            "that binds.",
-            labels=["kind", "profile", "bound"],
+            "How many more workloads of the profile fit (the stricter view).",
+            labels=["kind", "profile"],
+        )
+        bound = GaugeMetricFamily(
+            "densityd_plan_bound",
+            "1 for the resource that runs out first in densityd_plan_remaining's answer.",
+            labels=["kind", "profile", "resource"],
         )
         by_view = GaugeMetricFamily(
             "densityd_plan_view_remaining",
             "How many more workloads of the profile fit in one view.",
-            labels=["kind", "profile", "view", "bound"],
+            labels=["kind", "profile", "view"],
+        )
+        view_bound = GaugeMetricFamily(
+            "densityd_plan_view_bound",
+            "1 for the resource that runs out first in one view's answer.",
+            labels=["kind", "profile", "view", "resource"],
         )
         time_to_full = GaugeMetricFamily(
             "densityd_plan_time_to_full_seconds",
@@ -201,18 +212,18 @@ class LivePlan:
             )
         for item in headlines(found):
             if item.remaining is not None:
-                remaining.add_metric(
-                    [str(item.kind), item.profile, str(item.bound or "")], item.remaining
-                )
+                remaining.add_metric([str(item.kind), item.profile], item.remaining)
+            if item.bound is not None:
+                bound.add_metric([str(item.kind), item.profile, str(item.bound)], 1)
             if item.time_to_full_seconds is not None:
                 time_to_full.add_metric([str(item.kind), item.profile], item.time_to_full_seconds)
         seen: set[tuple[str, str]] = set()
         for item in found:
             kind, view = str(item.kind), str(item.view)
             if item.remaining is not None:
-                by_view.add_metric(
-                    [kind, item.profile, view, str(item.bound or "")], item.remaining
-                )
+                by_view.add_metric([kind, item.profile, view], item.remaining)
+            if item.bound is not None:
+                view_bound.add_metric([kind, item.profile, view, str(item.bound)], 1)
             if (kind, view) in seen:
                 continue  # capacity does not depend on the profile: once per kind and view
             seen.add((kind, view))
@@ -230,5 +241,5 @@ class LivePlan:
                         per_resource[(quantity, "bytes")].add_metric(
                             [kind, view, str(answer.resource)], value
                         )
-        yield from (remaining, by_view, time_to_full)
+        yield from (remaining, bound, by_view, view_bound, time_to_full)
         yield from per_resource.values()

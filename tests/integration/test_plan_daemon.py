@@ -54,7 +54,13 @@ def test_daemon_records_history_and_exports_the_plan(
         for labels, value in _remaining(series).items()
         if ("kind", "container") in labels
     )
-    assert dict(labels)["bound"] in {"cpu", "memory", "disk"}
+    assert "bound" not in dict(labels)  # the binding resource is a series of its own
+    bound = [
+        dict(labels)["resource"]
+        for (name, labels), one in series.items()
+        if name == "densityd_plan_bound" and ("kind", "container") in labels and one == 1
+    ]
+    assert len(bound) >= 1 and set(bound) <= {"cpu", "memory", "disk"}, bound
     assert value >= 0 and value == int(value)
     for family in ("densityd_plan_usable_bytes", "densityd_plan_free_bytes"):
         usable = value_of(series, family, kind="container", view="demand", resource="memory")

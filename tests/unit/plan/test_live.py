@@ -47,9 +47,16 @@ def test_default_profiles_are_each_kinds_median() -> None:
     assert set(remaining) == {"container", "vm"}
     assert remaining["container"][0]["profile"] == "median-container"
     assert remaining["vm"][0]["profile"] == "median-vm"
-    assert remaining["container"][0]["bound"] in {"cpu", "memory", "disk"}
+    # The binding resource is a series of its own: the value series has no label that moves.
+    assert set(remaining["container"][0]) == {"kind", "profile"}
+    bound = [dict(labels) for (n, labels), v in found.items() if n == "densityd_plan_bound"]
+    assert {b["kind"] for b in bound} == {"container", "vm"}
+    assert all(b["resource"] in {"cpu", "memory", "disk"} for b in bound)
+    assert all(v == 1 for (n, _), v in found.items() if n.endswith("_bound"))
     views = {dict(labels)["view"] for (n, labels) in found if n == "densityd_plan_view_remaining"}
     assert views == {"demand", "allocation"}
+    view_bound = {dict(labels)["view"] for (n, labels) in found if n == "densityd_plan_view_bound"}
+    assert view_bound == {"demand", "allocation"}
     usable = [
         v
         for (n, labels), v in found.items()
