@@ -69,6 +69,10 @@ _UPSERT_TOTAL = """
 
 
 _INSERT_HOST = "INSERT OR REPLACE INTO host VALUES (?, ?, ?, ?, ?)"
+_UPSERT_PASSES = """
+    INSERT INTO passes VALUES (?, ?, ?)
+    ON CONFLICT (period, period_start) DO UPDATE SET passes = passes + excluded.passes
+"""
 
 
 _INSERT_WORKLOAD = """
@@ -161,6 +165,7 @@ class _Batch:
     totals: dict[int, RateHistogram] = field(default_factory=dict)
     seen: dict[int, int] = field(default_factory=dict)
     hosts: list[tuple[int, int, int, int, str]] = field(default_factory=list)
+    passes: dict[tuple[int, int], int] = field(default_factory=dict)
     wids: dict[Key, int] = field(default_factory=dict)
     meta: dict[int, _Meta] = field(default_factory=dict)
     previous: dict[int, tuple[float, float]] = field(default_factory=dict)
@@ -330,6 +335,8 @@ class PassWriter:
                 histogram_at(batch.totals, wid).add(bucket)
         if snapshot.host is not None:
             batch.hosts.append(host_row(second, snapshot.host))
+        for period, start in ((HOUR, hour), (DAY, day)):
+            batch.passes[(period, start)] = batch.passes.get((period, start), 0) + 1
         if batch.last_pass is not None and ts > batch.last_pass:
             batch.intervals.append(ts - batch.last_pass)
         batch.last_pass = ts if batch.last_pass is None else max(ts, batch.last_pass)
@@ -339,7 +346,7 @@ class PassWriter:
     ) -> None:
         """Drop hourly rows past ``raw_seconds``, and everything past the retention."""
         hourly_before = math.floor(now - raw_seconds) - HOUR
-        for table in ("summary", "cpu_hist"):
+        for table in ("summary", "cpu_hist", "passes"):
             conn.execute(
                 f"DELETE FROM {table} WHERE period = ? AND period_start <= ?", (HOUR, hourly_before)
             )
@@ -358,7 +365,7 @@ class PassWriter:
             [(hist.to_blob(), wid) for wid, hist in gone.items()],
         )
         conn.execute("DELETE FROM cpu_hist_total WHERE length(counts) = 0")
-        for table in ("summary", "cpu_hist"):
+        for table in ("summary", "cpu_hist", "passes"):
             conn.execute(
                 f"DELETE FROM {table} WHERE period = ? AND period_start <= ?", (DAY, daily_before)
             )
@@ -409,6 +416,7 @@ def write_batch(conn: sqlite3.Connection, batch: _Batch) -> None:
     conn.executemany(_UPDATE_SEEN, [(s, json.dumps(w)) for s, w in by_second.items()])
     conn.executemany(_UPDATE_META, [(*meta, wid) for wid, meta in batch.meta.items()])
     conn.executemany(_INSERT_HOST, batch.hosts)
+    conn.executemany(_UPSERT_PASSES, [(*key, n) for key, n in batch.passes.items()])
 
 
 def roll_up(conn: sqlite3.Connection, before: int) -> None:

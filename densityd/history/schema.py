@@ -130,7 +130,26 @@ _V1 = (
 
 # Schema migrations, applied in order, each in one transaction; version N (``PRAGMA
 # user_version``) means the first N have run. Append, never edit a released one.
-MIGRATIONS: list[tuple[str, ...]] = [_V1]
+# Version 2: the number of passes per summary period, so that a trend point weighs each
+# workload by the share of the period it was there (a redeployed service is one service, not
+# one per container ID). Periods recorded before it get the count of their most-present
+# workload, the best estimate there is.
+_V2 = (
+    """
+    CREATE TABLE passes (
+        period INTEGER NOT NULL,
+        period_start INTEGER NOT NULL,
+        passes INTEGER NOT NULL,
+        PRIMARY KEY (period, period_start)
+    ) WITHOUT ROWID
+    """,
+    """
+    INSERT INTO passes
+    SELECT period, period_start, MAX(samples) FROM summary GROUP BY period, period_start
+    """,
+)
+
+MIGRATIONS: list[tuple[str, ...]] = [_V1, _V2]
 
 
 class StoreError(Exception):

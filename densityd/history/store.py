@@ -21,6 +21,8 @@ the daemon writes), holds, with integer timestamps in Unix seconds and periods a
   all of it) reads one blob per workload and takes away the few days outside the window.
 - ``host`` / ``host_5m``: the host's capacity once per pass, rolled up to the worst case per
   5 minutes after ``raw_seconds``.
+- ``passes``: per hour and day, how many passes were recorded: a trend point weighs each
+  workload by the share of them it was in (schema version 2).
 
 Measured by ``bench/planner.py`` (2 slow cores): 200 workloads x 14 days at a 15 s pass
 interval take about 100 MB (70 MB of it the last 48 h of raw samples), and ``record()`` takes

@@ -129,7 +129,8 @@ def trend(
     ``kind`` (all kinds if ``None``).
 
     Per period (timestamp = its start): ``cpu`` the sum of the workloads' mean CPU rates,
-    ``memory`` the sum of their maxima, ``disk`` the sum of their last disk bytes. Sorted
+    ``memory`` the sum of their maxima, ``disk`` the sum of their last disk bytes, each
+    weighted by the share of the period's passes the workload was in. Sorted
     by time. The periods are hours when the hourly rows hold all the data since ``since``
     (a window within the last 48 h, or a younger history), else days: one size for all
     points, as a daily maximum is no point on the same curve as an hourly one. The period
@@ -152,11 +153,16 @@ def trend(
         ]
         condition = "AND wid IN (SELECT value FROM json_each(?))"
         params.append(json.dumps(wids))
+    # Each workload counts for the share of the period's passes it was in (its weight): what
+    # was in use at the same time, so six container IDs of a service redeployed six times a
+    # day are one service's worth, not six.
     rows = conn.execute(
         "SELECT period_start, "
-        "SUM(CASE WHEN cpu_span_ms > 0 THEN CAST(cpu_used_ms AS REAL) / cpu_span_ms END), "
-        "SUM(memory_max), SUM(disk_last) "
-        f"FROM summary WHERE period = ? AND period_start > ? {condition} "
+        "SUM(CASE WHEN cpu_span_ms > 0 THEN CAST(cpu_used_ms AS REAL) / cpu_span_ms * w END), "
+        "SUM(memory_max * w), SUM(disk_last * w) "
+        "FROM (SELECT s.*, COALESCE(MIN(1.0, CAST(s.samples AS REAL) / p.passes), 1.0) AS w "
+        "FROM summary AS s LEFT JOIN passes AS p USING (period, period_start) "
+        f"WHERE s.period = ? AND s.period_start > ? {condition}) "
         "GROUP BY period_start ORDER BY period_start",
         params,
     ).fetchall()

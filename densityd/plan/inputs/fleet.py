@@ -400,6 +400,25 @@ def _trends(client: QueryClient, queries: Queries, now: float, label: str) -> _T
                 continue
             for timestamp, value in item.points:
                 found[key].setdefault(timestamp, [0.0, 0.0, 0.0])[index] = value
+    # Memory and disk weigh by the share of the host's scrapes the workload was in (rate()
+    # already does that for CPU); without the counts, a workload weighs fully.
+    workload_counts, host_counts = queries.presence()
+    scrapes: dict[str, dict[float, float]] = defaultdict(dict)
+    for item in client.query_range(host_counts, start, now, period):
+        host = item.labels.get(label)
+        if host is not None:
+            for timestamp, value in item.points:
+                scrapes[host][timestamp] = max(value, scrapes[host].get(timestamp, 0.0))
+    for item in client.query_range(workload_counts, start, now, period):
+        key = _key(item.labels, label)
+        if key is None or key not in found:
+            continue
+        for timestamp, count in item.points:
+            values, total = found[key].get(timestamp), scrapes[key[0]].get(timestamp)
+            if values is not None and total:
+                weight = min(1.0, count / total)
+                values[1] *= weight
+                values[2] *= weight
     return found
 
 

@@ -49,6 +49,7 @@ MEMORY = "densityd_workload_memory_bytes"
 
 
 DISK = "densityd_workload_disk_bytes"
+HOST_MEMORY = "densityd_host_memory_bytes"  # one sample per host and scrape
 
 
 # Prometheus refuses range queries of more than 11,000 points; subqueries are held to it too,
@@ -199,6 +200,20 @@ class Queries:
             Resource.MEMORY: f"max_over_time({series(MEMORY, sel)}[{period}])",
             Resource.DISK: f"last_over_time({series(DISK, sel)}[{period}])",
         }
+
+    def presence(self) -> tuple[str, str]:
+        """How many times each workload, and each host, was scraped in one trend period.
+
+        A workload weighs in the trend by the share of its host's scrapes it was in, as the
+        local history weighs it by its share of the passes: six container IDs of a service
+        redeployed six times a period are one service's worth.
+        """
+        period = duration(self.query.trend_seconds)
+        sel = self.query.selector
+        return (
+            f"count_over_time({series(MEMORY, sel)}[{period}])",
+            f"count_over_time({series(HOST_MEMORY, sel)}[{period}])",
+        )
 
     @property
     def _subquery_range(self) -> str:

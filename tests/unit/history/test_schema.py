@@ -82,3 +82,21 @@ def test_a_corrupt_file_is_a_store_error(tmp_path: Path) -> None:
     for readonly in (False, True):
         with pytest.raises(StoreError, match="not a database"):
             HistoryStore.open(tmp_path, readonly=readonly)
+
+
+def test_version_1_files_get_pass_counts_from_their_summaries(tmp_path: Path) -> None:
+    """Version 2 counts the passes per period; a file from before is estimated when upgraded."""
+    with HistoryStore.open(tmp_path) as store:
+        record_rates(store, [0.5] * 20)
+        path = store.path
+    counted = "SELECT period, period_start, passes FROM passes ORDER BY 1, 2"
+    written = rows(path, counted)
+    assert [n for _, _, n in written] == [21, 21]  # 20 rates: 21 passes, in one hour, one day
+    with sqlite3.connect(path) as conn:  # back to version 1, as an older densityd left it
+        conn.execute("DROP TABLE passes")
+        conn.execute("PRAGMA user_version = 1")
+    with HistoryStore.open(tmp_path) as store:
+        assert rows(store.path, "PRAGMA user_version") == [(2,)]
+        assert rows(
+            store.path, "SELECT period, period_start, passes FROM passes ORDER BY 1, 2"
+        ) == (written)

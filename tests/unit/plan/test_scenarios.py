@@ -235,3 +235,39 @@ def test_a_disk_densityd_cannot_see_is_unknown_never_zero(tmp_path: Path) -> Non
             assert entry[column]["disk_bytes"] is None, (column, entry[column])
         assert entry["total"]["memory_bytes"] == 256 * GIB
     assert "unknown" in table and "disk capacity unknown (no filesystem is visible" in table
+
+
+def test_a_service_redeployed_every_4_hours_is_one_service_in_the_trend(tmp_path: Path) -> None:
+    """One 2 GiB, half-core service, a new container ID every 4 h: flat, so never full."""
+    until = START + 14 * DAY - STEP
+    snapshots = []
+    for index in range(int((until - START) // STEP) + 1):
+        at = START + index * STEP
+        deploy = int((at - START) // (4 * HOUR))
+        web = WorkloadSample(
+            kind=WorkloadKind.CONTAINER,
+            id=f"web-{deploy}",
+            name="web",
+            cpu_seconds=0.5 * (at - START - deploy * 4 * HOUR),
+            memory_bytes=2 * GIB,
+            disk_bytes=GIB,
+        )
+        snapshots.append(Snapshot(timestamp=at, workloads=(web,), host=host(), sources=()))
+    settings = load_settings({"window": "14d"})
+    with HistoryStore.open(tmp_path, retention_seconds=15 * DAY) as store:
+        for first in range(0, len(snapshots), 500):
+            store.record_many(snapshots[first : first + 500])
+        store.maintain(until)
+        trend = store.trend(until - 14 * DAY)
+        history = read_history(store, snapshots[-1], settings)
+    # Each day held six container IDs one after another: one service's worth, not six.
+    assert len(trend) == 13
+    for point in trend:
+        assert point.demand.memory == pytest.approx(2 * GIB, rel=0.01)
+        assert point.demand.cpu == pytest.approx(0.5, rel=0.01)
+        assert point.demand.disk == pytest.approx(GIB, rel=0.01)
+    context = plan_context(snapshots[-1], history, settings, data_dirs=DIRS)
+    [answer] = plan_answers(
+        context, PlanRequest(profile=_profile(), kind=WorkloadKind.CONTAINER, views=(View.DEMAND,))
+    )
+    assert answer.time_to_full_seconds is None, answer.notes

@@ -363,6 +363,8 @@ def test_the_trend_sums_the_in_scope_workloads_per_period() -> None:
         def query_range(self, promql: str, start: float, end: float, step: float) -> list[Series]:
             if step < 3600:
                 return super().query_range(promql, start, end, step)
+            if promql.startswith("count_over_time"):
+                return []  # no scrape counts: every workload weighs fully
             value = {"rate(": 0.5, "max_o": 100 * MIB, "last_": 10 * MIB}[promql[:5]]
             return [
                 Series(
@@ -406,6 +408,33 @@ def test_a_host_that_cannot_see_its_disk_plans_as_it_does_locally() -> None:
         assert "unknown" in fleet_table(document)
 
 
+def test_redeployed_workloads_weigh_by_the_share_of_scrapes_they_were_in() -> None:
+    """web-1 then web-2, each half of every period: one service's memory, as locally."""
+    hosts = _fleet_hosts()[:1]
+
+    class Redeployed(FakePrometheus):
+        def query_range(self, promql: str, start: float, end: float, step: float) -> list[Series]:
+            if step < 3600:
+                return super().query_range(promql, start, end, step)
+            points = (NOW - 3600, NOW)
+            if "densityd_host_memory_bytes" in promql:
+                return [Series({"instance": "a:9847"}, tuple((t, 240.0) for t in points))]
+            value = {"rate(": 0.25, "max_o": 100 * MIB, "last_": 10 * MIB, "count": 120.0}[
+                promql[:5]
+            ]
+            return [
+                Series(
+                    labels={"instance": "a:9847", "kind": "container", "id": f"{name}-id"},
+                    points=tuple((t, value) for t in points),
+                )
+                for name in ("web-1", "web-2")
+            ]
+
+    (host,) = _load(Redeployed(hosts)).hosts
+    trend = host.inputs[WorkloadKind.CONTAINER].trend
+    assert trend[-1].demand == Resources(cpu=0.5, memory=100 * MIB, disk=10 * MIB)
+
+
 TIMES = ((7200, 1), (3600, 2), (0, 3))
 
 
@@ -417,6 +446,8 @@ def test_a_kind_on_its_own_filesystem_has_its_own_disk_trend() -> None:
         def query_range(self, promql: str, start: float, end: float, step: float) -> list[Series]:
             if step < 3600:
                 return super().query_range(promql, start, end, step)
+            if promql.startswith("count_over_time"):
+                return []
             value = {"rate(": 0.5, "max_o": 100 * MIB, "last_": 10 * GIB}[promql[:5]]
             return [
                 Series(
