@@ -25,6 +25,7 @@ from densityd.plan.answer import headlines, plan_answers, plan_document
 from densityd.plan.core.model import Answer, Profile, Resource
 from densityd.plan.core.quantity import parse_profile
 from densityd.plan.inputs.basis import PlanBasis, plan_basis
+from densityd.plan.inputs.last_known import Carried, LastKnown
 from densityd.plan.inputs.local import PlanContext, plan_context, read_history
 from densityd.plan.request import PlanRequest
 
@@ -47,6 +48,8 @@ class LivePlan:
             parse_profile(text, option="plan_profiles") for text in settings.plan_profiles
         )
         self._lock = threading.Lock()
+        self._last_known = LastKnown(settings.interval)
+        self._carried: Carried | None = None
         self._previous: Snapshot | None = None
         self._context: PlanContext | None = None
         self._answers: tuple[Answer, ...] = ()
@@ -54,8 +57,11 @@ class LivePlan:
 
     def update(self, snapshot: Snapshot) -> None:
         """Replan for a new snapshot; a failure is logged and leaves the gauges empty."""
+        carried = self._last_known.carry(snapshot)
+        if carried.withheld and not (self._carried and self._carried.withheld):
+            log.warning("plans withheld: %s", "; ".join(carried.notes))
         try:
-            context = self._build_context(snapshot)
+            context = self._build_context(carried)
             found: list[Answer] = []
             for request in self._requests():
                 found.extend(plan_answers(context, request))
@@ -63,13 +69,18 @@ class LivePlan:
         except Exception:  # never let planning take the sampler down with it
             log.exception("planning failed for this pass")
             context, found, basis = None, [], None
+        if carried.withheld:
+            # Past the grace a number would be a guess: no series rather than a wrong one.
+            found, basis = [], None
         with self._lock:
-            self._previous = snapshot
+            self._previous = carried.snapshot
+            self._carried = carried
             self._context = context
             self._answers = tuple(found)
             self._basis = basis
 
-    def _build_context(self, snapshot: Snapshot) -> PlanContext:
+    def _build_context(self, carried: Carried) -> PlanContext:
+        snapshot = carried.snapshot
         history = read_history(self._store(), snapshot, self._settings)
         return plan_context(
             snapshot,
@@ -77,6 +88,8 @@ class LivePlan:
             self._settings,
             data_dirs=self._data_dirs(),
             rates=cpu_rates(self._previous, snapshot),
+            carried=carried.carried,
+            source_notes=carried.notes,
         )
 
     def _requests(self) -> list[PlanRequest]:
@@ -99,13 +112,35 @@ class LivePlan:
         """The plan families, without samples."""
         yield from self._families(())
         yield from self._basis_families(None)
+        yield from self._carried_families(None)
 
     def collect(self) -> Iterator[Metric]:
         """Slots left, time to full, usable/used/free per kind and view, and the basis."""
         with self._lock:
-            found, basis = self._answers, self._basis
+            found, basis, carried = self._answers, self._basis, self._carried
         yield from self._families(found)
         yield from self._basis_families(basis)
+        yield from self._carried_families(carried)
+
+    @staticmethod
+    def _carried_families(carried: Carried | None) -> Iterator[Metric]:
+        """How old the workloads plans use are, and whether plans are withheld."""
+        age = GaugeMetricFamily(
+            "densityd_plan_workloads_age_seconds",
+            "Age of the workloads of each source that plans count: 0 when its latest pass "
+            "succeeded, more while plans carry its last-known workloads over missed passes.",
+            labels=["source"],
+        )
+        withheld = GaugeMetricFamily(
+            "densityd_plan_withheld",
+            "1 while plan series are withheld: a source has been down past the grace of "
+            "3 passes, so a plan would be a guess.",
+        )
+        if carried is not None:
+            for source, seconds in sorted(carried.ages.items()):
+                age.add_metric([source], seconds)
+            withheld.add_metric([], 1.0 if carried.withheld else 0.0)
+        yield from (age, withheld)
 
     @staticmethod
     def _basis_families(basis: PlanBasis | None) -> Iterator[Metric]:

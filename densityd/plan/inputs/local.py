@@ -205,8 +205,14 @@ def plan_context(
     *,
     data_dirs: Mapping[WorkloadKind, Sequence[str]],
     rates: Mapping[str, float] | None = None,
+    carried: Sequence[str] = (),
+    source_notes: Sequence[str] = (),
 ) -> PlanContext:
-    """Turn a snapshot and its history into the planner's per-workload demand."""
+    """Turn a snapshot and its history into the planner's per-workload demand.
+
+    ``carried`` names the down sources whose last-known workloads the snapshot holds
+    (``inputs.last_known``), and ``source_notes`` says so.
+    """
     plan_settings = shim_settings(settings.plan_settings(), snapshot.host)
     rates = rates or {}
     demands = tuple(
@@ -236,9 +242,10 @@ def plan_context(
             f"scope {', '.join(settings.scopes)}: {len(demands)} of "
             f"{len(snapshot.workloads)} workloads count"
         )
-    down = [s.name for s in snapshot.sources if not s.up]
+    down = [s.name for s in snapshot.sources if not s.up and s.name not in carried]
     if down:
         notes.append(f"source(s) down, their workloads are missing: {', '.join(down)}")
+    notes.extend(source_notes)
     return PlanContext(
         snapshot=snapshot,
         demands=demands,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from densityd.collect.sampler import SnapshotHolder
 from densityd.config import load_settings
-from densityd.model import WorkloadKind
+from densityd.model import Snapshot, SourceStatus, WorkloadKind
 from densityd.plan.live import LivePlan
+from densityd.plan.request import PlanRequest
 from densityd.serve.exporter import Exposition, render
 from densityd.serve.web import WSGIApp, make_app
 from tests.unit.plan.inputs.test_local import DIRS, container, snapshot, vm
@@ -152,3 +154,54 @@ def test_api_bad_requests_are_400_naming_the_part(
 
 def test_kinds_are_the_label_values() -> None:
     assert [str(k) for k in WorkloadKind] == ["container", "vm"]
+
+
+def _pass(at: float, up: bool) -> Snapshot:
+    """A pass of a host with two 512 MiB-limited containers, Docker up or missing its pass."""
+    limited = [
+        container(name, 100 * MIB, memory_limit_bytes=512 * MIB, cpu_limit_cores=1.0)
+        for name in ("web", "db")
+    ]
+    taken = snapshot(*(limited if up else ()), timestamp=at)
+    status = SourceStatus("docker", up, 0.01, 0, at if up else None, "" if up else "deadline")
+    return dataclasses.replace(taken, sources=(status,))
+
+
+def _plan_series(plan: LivePlan) -> dict[str, dict[frozenset[tuple[str, str]], float]]:
+    found: dict[str, dict[frozenset[tuple[str, str]], float]] = {}
+    for (name, labels), value in samples(plan).items():
+        found.setdefault(name, {})[labels] = value
+    return found
+
+
+def test_a_missed_docker_pass_keeps_the_plan_and_a_long_outage_withholds_it() -> None:
+    """Issue 12: one missed pass dropped every container's limits (allocation 2 -> 14 slots)."""
+    plan = live_plan(interval=15, plan_profiles=["web=cpu=1,memory=512Mi"])
+    plan.update(_pass(1000.0, up=True))
+    before = _plan_series(plan)
+    assert before["densityd_plan_view_remaining"]
+    plan.update(_pass(1015.0, up=False))  # one pass missed its deadline
+    during = _plan_series(plan)
+    for family in ("densityd_plan_remaining", "densityd_plan_view_remaining"):
+        assert during[family] == before[family], family
+    assert during["densityd_plan_workloads_age_seconds"] == {
+        frozenset({("source", "docker")}): 15.0
+    }
+    assert during["densityd_plan_withheld"] == {frozenset(): 0.0}
+    document = plan.document(PlanRequest(kind=WorkloadKind.CONTAINER))
+    assert document is not None
+    notes = document["assumptions"]["notes"]
+    assert any("docker missed its latest pass(es)" in note for note in notes), notes
+    assert not any("their workloads are missing" in note for note in notes), notes
+
+    plan.update(_pass(1000.0 + 4 * 15, up=False))  # down past 3 intervals: no guess
+    after = _plan_series(plan)
+    assert "densityd_plan_remaining" not in after and "densityd_plan_bound" not in after
+    assert "densityd_plan_capacity_bytes" not in after  # the fleet path plans nothing from it
+    assert after["densityd_plan_withheld"] == {frozenset(): 1.0}
+
+    plan.update(_pass(1090.0, up=True))  # back: published again, fresh
+    back = _plan_series(plan)
+    assert back["densityd_plan_remaining"] == before["densityd_plan_remaining"]
+    assert back["densityd_plan_withheld"] == {frozenset(): 0.0}
+    assert back["densityd_plan_workloads_age_seconds"] == {frozenset({("source", "docker")}): 0.0}
