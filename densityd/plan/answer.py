@@ -104,6 +104,8 @@ def host_summary(context: PlanContext) -> dict[str, Any]:
                 "path": disk.path,
                 "total_bytes": disk.total_bytes,
                 "free_bytes": disk.free_bytes,
+                # Why it is not the kind's own filesystem; absent when it is.
+                **({"why": why} if (why := context.disk_fallbacks.get(kind)) else {}),
             }
             for kind, disk in context.disks.items()
             if disk is not None

@@ -107,18 +107,26 @@ def _disk_for(host: HostSample, paths: Sequence[str]) -> DiskUsage | None:
     return None
 
 
+# The source that tells where each kind keeps its data.
+_DISK_SOURCES = {WorkloadKind.CONTAINER: "docker", WorkloadKind.VM: "libvirt"}
+
+
 def _data_disk(
-    host: HostSample | None, paths: Sequence[str], kind: WorkloadKind, notes: list[str]
-) -> DiskUsage | None:
-    """The filesystem a kind's disks go to; the first one known when its own is not."""
+    snapshot: Snapshot, paths: Sequence[str], kind: WorkloadKind
+) -> tuple[DiskUsage | None, str]:
+    """The filesystem a kind's disks go to, the first one known when its own is not, and why
+    it was the first one ("" when it is the kind's own)."""
+    host = snapshot.host
     if host is None:
-        return None
+        return None, ""
     disk = _disk_for(host, paths)
-    if disk is None and host.disks:
-        disk = host.disks[0]
-        where = "libvirt storage pool" if kind is WorkloadKind.VM else "Docker data root"
-        notes.append(f"{kind} disk: no {where} directory found; planned on {disk.path}")
-    return disk
+    if disk is not None or not host.disks:
+        return disk, ""
+    where = "libvirt storage pool" if kind is WorkloadKind.VM else "Docker data root"
+    source = _DISK_SOURCES[kind]
+    down = any(s.name == source and not s.up for s in snapshot.sources)
+    why = f"{source} is down, so its {where} is not known" if down else f"no {where} found"
+    return host.disks[0], f"{why}: planned on {host.disks[0].path}, the first filesystem known"
 
 
 def _capacity(
@@ -164,6 +172,8 @@ class PlanContext:
     declared: Mapping[Resource, float]
     scopes: tuple[str, ...]
     notes: tuple[str, ...]
+    # Why a kind was planned on another kind's filesystem, by kind (absent: on its own).
+    disk_fallbacks: Mapping[WorkloadKind, str] = field(default_factory=dict)
 
     def inputs(self, kind: WorkloadKind) -> PlanInputs:
         """The planner's inputs for one kind: its data disk, and what lives on it."""
@@ -235,8 +245,12 @@ def plan_context(
                 declared[resource] = value
     notes = [history.note, calibration]
     disks: dict[WorkloadKind, DiskUsage | None] = {}
+    fallbacks: dict[WorkloadKind, str] = {}
     for kind in KINDS:
-        disks[kind] = _data_disk(snapshot.host, data_dirs.get(kind, ()), kind, notes)
+        disks[kind], why = _data_disk(snapshot, data_dirs.get(kind, ()), kind)
+        if why:
+            fallbacks[kind] = why
+            notes.append(f"{kind} disk: {why}")
     if settings.scopes:
         notes.append(
             f"scope {', '.join(settings.scopes)}: {len(demands)} of "
@@ -255,4 +269,5 @@ def plan_context(
         declared=declared,
         scopes=tuple(settings.scopes),
         notes=tuple(notes),
+        disk_fallbacks=fallbacks,
     )

@@ -517,7 +517,8 @@ def _entry(name: str, item: Any) -> str:
     """One entry of a mapping in words: ``memory 512.0MiB``, or a data disk's place and size."""
     if isinstance(item, Mapping) and {"path", "total_bytes", "free_bytes"} <= set(item):
         total, free = human_bytes(item["total_bytes"]), human_bytes(item["free_bytes"])
-        return f"{_KIND_WORDS.get(name, name)} on {item['path']} ({free} free of {total})"
+        why = f"; {item['why']}" if item.get("why") else ""
+        return f"{_KIND_WORDS.get(name, name)} on {item['path']} ({free} free of {total}{why})"
     if isinstance(item, Mapping):
         return f"{table_label(name)} ({_format(name, item)})"
     return f"{table_label(name)} {_format(name, item)}"

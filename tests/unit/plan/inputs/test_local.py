@@ -20,6 +20,7 @@ from densityd.model import (
 from densityd.plan.answer import plan_document
 from densityd.plan.core.model import MIB, Resource, View
 from densityd.plan.inputs.local import NO_HISTORY, in_scope, plan_context, shim_settings
+from densityd.plan.output.local import plan_table
 from densityd.plan.request import PlanRequest, PlanRequestError
 
 GIB = 1024 * MIB
@@ -189,3 +190,29 @@ def test_compare_plans_one_shape_as_both_kinds_with_a_ratio() -> None:
     assert comparison["ratio"] == pytest.approx(
         comparison["container_remaining"] / comparison["vm_remaining"]
     )
+
+
+def test_with_libvirt_down_vms_are_planned_on_the_docker_filesystem_saying_why() -> None:
+    """Issue 12: VMs were planned against Docker's filesystem without a word in the table."""
+    down = snapshot(container("web", MIB))
+    down = replace(
+        down,
+        sources=(
+            *down.sources,
+            SourceStatus("libvirt", False, 0.01, 1, None, "cannot reach libvirt"),
+        ),
+    )
+    context = plan_context(
+        down,
+        NO_HISTORY,
+        load_settings({}),
+        data_dirs={WorkloadKind.CONTAINER: (DOCKER_ROOT,), WorkloadKind.VM: ()},
+    )
+    assert context.disks[WorkloadKind.VM] == context.disks[WorkloadKind.CONTAINER]
+    why = context.disk_fallbacks[WorkloadKind.VM]
+    assert why.startswith("libvirt is down, so its libvirt storage pool is not known")
+    document = plan_document(context, PlanRequest(kind=WorkloadKind.VM))
+    assert document["host"]["data_disks"]["vm"]["why"] == why
+    assert "why" not in document["host"]["data_disks"]["container"]
+    table = " ".join(plan_table(document).split())
+    assert f"VMs on {DOCKER_ROOT} (" in table and "libvirt is down, so its" in table
