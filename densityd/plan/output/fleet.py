@@ -27,7 +27,7 @@ fleet's total is their sum. The document (``densityd.fleet-plan/v1``) for script
          "bound": "memory", "view": "demand", "time_to_full_seconds": null,
          "by_view": {"demand": {"remaining": 12, "bound": "memory",
                                 "free": {"cpu": 1.2, "memory_bytes": 7e9, "disk_bytes": 1e11},
-                                "total": {...}}, ...},
+                                "total": {...}}, ...},   # null: capacity unknown
          "declared": ["memory"], "scope": [], "workloads": 14, "history_seconds": 1209600.0}
       ],
       "comparison": {"profile": "web", "container_remaining": 118, "vm_remaining": 20,

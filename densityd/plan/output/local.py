@@ -9,7 +9,9 @@ document (``densityd.plan/v1``) is the contract for scripts::
       "generated_at": 1764590400.0,                  # Unix seconds
       "host": {...},                                 # passed through as given: name,
                                                      # capacity, declared, history_seconds,
-                                                     # workloads {container: n, vm: n}, ...
+                                                     # workloads {container: n, vm: n},
+                                                     # data_disks {kind: {path, total_bytes,
+                                                     # free_bytes, why?}}, ...
       "answers": [
         {
           "kind": "container",                       # or "vm"
