@@ -2,8 +2,9 @@
 
 A memory cgroup with a fixed limit holds a few running QEMU VMs; the planner is asked how
 many more of the same VM fit under that limit; then identical VMs are started in the same
-cgroup until the limit is hit. The prediction must never overpromise, and be within 2 of
-what really fitted.
+cgroup until the limit is hit. Planned with default settings (the 0.9 fill target; no host
+reserve within a declared capacity), the prediction must never overpromise, and be at most 3
+below what really fitted.
 
 The mechanism (verified with libvirt 9.0 / QEMU 7.2 on a cgroup v1 hybrid host, TCG):
 
@@ -223,10 +224,6 @@ def plan_json(like: str, prefix: str, state_dir: Path) -> dict[str, Any]:
         prefix + "*",
         "--capacity",
         CAPACITY,
-        "--reserved",
-        "memory=0",
-        "--target-fill",
-        "1",
         "--no-docker",
         "--state-dir",
         str(state_dir),
@@ -277,12 +274,12 @@ def test_vm_allocation_plan_never_overpromises_and_is_close(
     assert isinstance(predicted, int) and predicted >= 0, summary
 
     # Reality: identical VMs, one by one, until one fails to start or any VM dies. No need
-    # to go past predicted + 3: by then the plan is known to underpromise by more than 2.
+    # to go past predicted + 4: by then the plan is known to underpromise by more than 3.
     actual = 0
     outcome = ""
     expected = set(base)
     extra_rss: list[float] = []
-    for index in range(BASE_VMS, BASE_VMS + predicted + 3):
+    for index in range(BASE_VMS, BASE_VMS + predicted + 4):
         name = f"{prefix}{index}"
         define_vm(vms, name, partition)
         try:
@@ -305,4 +302,5 @@ def test_vm_allocation_plan_never_overpromises_and_is_close(
         f"MiB; cgroup usage {partition.usage() / MiB:.1f} MiB)"
     )
     assert predicted <= actual, f"the plan overpromises: {detail}"
-    assert actual - predicted <= 2, f"the plan is too cautious: {detail}"
+    print(detail)  # for docs/planner-truth.md: pytest -s shows it
+    assert actual - predicted <= 3, f"the plan is too cautious: {detail}"
