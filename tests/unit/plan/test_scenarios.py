@@ -27,7 +27,16 @@ from densityd.model import (
     WorkloadSample,
 )
 from densityd.plan.answer import plan_answers, plan_document
-from densityd.plan.core.model import GIB, MIB, Answer, Resource, View
+from densityd.plan.core.model import (
+    GIB,
+    MIB,
+    Answer,
+    Profile,
+    Resource,
+    ResourceAnswer,
+    View,
+)
+from densityd.plan.core.quantity import parse_profile
 from densityd.plan.inputs.local import plan_context, read_history
 from densityd.plan.live import LivePlan
 from densityd.plan.output.local import plan_table
@@ -113,13 +122,13 @@ def plan(
     return answer
 
 
-def _profile():  # type: ignore[no-untyped-def]
-    from densityd.plan.core.quantity import parse_profile
-
+def _profile() -> Profile:
+    """The shape every scenario plans for."""
     return parse_profile(PROFILE)
 
 
-def resource(answer: Answer, which: Resource):  # type: ignore[no-untyped-def]
+def resource(answer: Answer, which: Resource) -> ResourceAnswer:
+    """One resource's side of an answer."""
     return next(r for r in answer.resources if r.resource is which)
 
 
