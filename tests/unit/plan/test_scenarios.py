@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from densityd.config import load_settings
 from densityd.history.store import HistoryStore
@@ -41,7 +40,7 @@ from densityd.plan.inputs.local import plan_context, read_history
 from densityd.plan.live import LivePlan
 from densityd.plan.output.local import plan_table
 from densityd.plan.request import PlanRequest
-from densityd.serve.exporter import render
+from tests.unit.plan.test_live import samples
 
 DAY = 86400.0
 HOUR = 3600.0
@@ -313,11 +312,9 @@ def test_one_source_missing_3_passes_changes_no_published_plan(tmp_path: Path) -
 
 
 def _published(plan: LivePlan) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """The plan's slot and time-to-full series, as scraped."""
-    text = render(None, extra=[plan]).decode()
+    """The plan's slot, binding-resource and time-to-full series, as scraped."""
     return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name.endswith(("_remaining", "_bound", "time_to_full_seconds"))
+        key: value
+        for key, value in samples(plan).items()
+        if key[0].endswith(("_remaining", "_bound", "time_to_full_seconds"))
     }
