@@ -6,7 +6,7 @@ to full, and only over enough history to mean something.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from densityd.plan.core.model import RESOURCES, Resource, Resources, TrendPoint
 
@@ -40,6 +40,18 @@ def time_to_full(
     """
     times = times_to_full(trend, tuple(free.get(r) for r in RESOURCES), min_span_seconds)
     return dict(zip(RESOURCES, times, strict=True))
+
+
+def summed(trends: Iterable[Sequence[TrendPoint]]) -> tuple[TrendPoint, ...]:
+    """The trends added up per timestamp (a point missing from one trend counts as 0)."""
+    points: dict[float, list[float]] = {}
+    for trend in trends:
+        for point in trend:
+            total = points.setdefault(point.timestamp, [0.0, 0.0, 0.0])
+            total[0] += point.demand.cpu
+            total[1] += point.demand.memory
+            total[2] += point.demand.disk
+    return tuple(TrendPoint(timestamp=t, demand=Resources(*points[t])) for t in sorted(points))
 
 
 def with_disk_of(

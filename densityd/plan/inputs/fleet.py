@@ -43,7 +43,7 @@ from densityd.plan.core.model import (
     TrendPoint,
     WorkloadDemand,
 )
-from densityd.plan.core.trend import with_disk_of
+from densityd.plan.core.trend import summed, with_disk_of
 from densityd.plan.inputs.basis import QEMU_BASE_ITEM, SHIM_ITEM
 from densityd.plan.inputs.local import in_scope
 from densityd.plan.inputs.prometheus import (
@@ -439,10 +439,10 @@ def _host(
         if in_scope(WorkloadSample(kind=w.kind, id=w.id, name=w.name), scopes)
     }
     demands = tuple(_demand(w, settings, now) for w in kept.values())
-    trend = _summed(trends, kept)
     kind_trends = {
         kind: _summed(trends, [key for key in kept if key[1] == str(kind)]) for kind in KINDS
     }
+    trend = summed(kind_trends.values())
     declared = tuple(r for r in RESOURCES if str(r) in basis.declared)
     history = max((d.history_seconds for d in demands), default=0.0)
     inputs: dict[WorkloadKind, PlanInputs] = {}
@@ -486,13 +486,11 @@ def _host(
 
 def _summed(trends: _Trends, keys: Iterable[WorkloadKey]) -> tuple[TrendPoint, ...]:
     """The trend of the workloads ``keys``: their values summed per period end."""
-    points: dict[float, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
-    for key in keys:
-        for timestamp, values in trends.get(key, {}).items():
-            summed = points[timestamp]
-            for i, value in enumerate(values):
-                summed[i] += value
-    return tuple(TrendPoint(timestamp=t, demand=Resources(*points[t])) for t in sorted(points))
+    return summed(
+        [TrendPoint(timestamp=t, demand=Resources(*values)) for t, values in trends[key].items()]
+        for key in keys
+        if key in trends
+    )
 
 
 def _own_disk(kind: WorkloadKind, disks: Mapping[str, tuple[str, str]]) -> bool:

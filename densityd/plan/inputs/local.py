@@ -32,7 +32,8 @@ from densityd.plan.core.model import (
     WorkloadDemand,
     WorkloadHistory,
 )
-from densityd.plan.core.trend import with_disk_of
+from densityd.plan.core.trend import summed, with_disk_of
+from densityd.plan.inputs.last_known import SOURCE_KINDS
 from densityd.plan.request import KINDS, PlanRequestError
 
 log = logging.getLogger("densityd.planning")
@@ -42,8 +43,9 @@ log = logging.getLogger("densityd.planning")
 class History:
     """What the local history holds for one plan: per-workload summaries and the trend.
 
-    ``trend`` sums every kind; ``kind_trends`` each kind alone, for a kind whose data lives on
-    a filesystem of its own (its disk trend is then its own workloads' only).
+    ``trend`` sums every kind (``kind_trends`` added up); ``kind_trends`` holds each kind
+    alone, for a kind whose data lives on a filesystem of its own (its disk trend is then its
+    own workloads' only).
     """
 
     workloads: Mapping[tuple[str, str], WorkloadHistory]
@@ -76,7 +78,6 @@ def read_history(store: HistoryStore | None, snapshot: Snapshot, settings: Setti
     scoped = keys if settings.scopes else None
     try:
         summaries = store.workload_history(since, settings.percentile_fraction)
-        trend = tuple(store.trend(since, scoped))
         kind_trends = {kind: tuple(store.trend(since, scoped, str(kind))) for kind in KINDS}
         oldest = store.oldest_timestamp()
     except StoreError as exc:
@@ -85,7 +86,7 @@ def read_history(store: HistoryStore | None, snapshot: Snapshot, settings: Setti
     covered = max(0.0, now - oldest) if oldest is not None else 0.0
     return History(
         summaries,
-        trend,
+        summed(kind_trends.values()),
         f"history: {covered / 3600:.1f} h of the {settings.window} window",
         kind_trends,
     )
@@ -108,7 +109,7 @@ def _disk_for(host: HostSample, paths: Sequence[str]) -> DiskUsage | None:
 
 
 # The source that tells where each kind keeps its data.
-_DISK_SOURCES = {WorkloadKind.CONTAINER: "docker", WorkloadKind.VM: "libvirt"}
+_DISK_SOURCES = {kind: source for source, kind in SOURCE_KINDS.items()}
 
 
 def _data_disk(
@@ -175,6 +176,11 @@ class PlanContext:
     # Why a kind was planned on another kind's filesystem, by kind (absent: on its own).
     disk_fallbacks: Mapping[WorkloadKind, str] = field(default_factory=dict)
 
+    @staticmethod
+    def _elsewhere(disk: DiskUsage | None, other: DiskUsage | None) -> bool:
+        """Whether ``other`` is known to be another filesystem than ``disk``."""
+        return disk is not None and other is not None and other.device != disk.device
+
     def inputs(self, kind: WorkloadKind) -> PlanInputs:
         """The planner's inputs for one kind: its data disk, and what lives on it."""
         host = self.snapshot.host
@@ -182,14 +188,13 @@ class PlanContext:
             raise PlanRequestError("the host could not be sampled, so there is nothing to plan")
         disk = self.disks.get(kind)
         trend = self.history.trend
+        if any(self._elsewhere(disk, other) for k, other in self.disks.items() if k != kind):
+            # The other kind's data lives on another filesystem: its disk trend is not this one's.
+            trend = with_disk_of(trend, self.history.kind_trends.get(kind, ()))
         demands = []
         for demand in self.demands:
-            other = self.disks.get(demand.kind)
-            on_other_disk = disk is not None and other is not None and other.device != disk.device
-            if on_other_disk:
-                # Its data lives on another filesystem: it takes nothing of this one, now or
-                # in the disk trend.
-                trend = with_disk_of(trend, self.history.kind_trends.get(kind, ()))
+            if self._elsewhere(disk, self.disks.get(demand.kind)):
+                # Its data lives on another filesystem: it takes nothing of this one.
                 demand = replace(
                     demand,
                     demand=replace(demand.demand, disk=0.0),
