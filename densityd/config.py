@@ -140,7 +140,8 @@ class Settings(BaseSettings):
         None,
         description="Declared capacity to plan against instead of the host's, e.g. "
         "cpu=8,memory=32Gi,disk=500G (any subset): a slice, a quota, a host being sized. "
-        "Against it only workloads and the reserve count, no system usage.",
+        "Against it only workloads count (and a reserve given explicitly), no system usage "
+        "and no containerd shims.",
     )
     scopes: list[str] = Field(
         default_factory=list,
