@@ -83,8 +83,8 @@ class Settings(BaseSettings):
     source_timeout: float = Field(
         10.0,
         gt=0,
-        description="Deadline in seconds for one source's pass; past it the "
-        "source is reported down for that pass.",
+        description="Deadline in seconds for one source's call and one data filesystem's "
+        "statvfs; past it the source (or path) is down until it answers again.",
     )
     disk_timeout: float = Field(
         600.0, gt=0, description="Deadline in seconds for one writable-layer size scan."
@@ -106,7 +106,12 @@ class Settings(BaseSettings):
     docker_api_workers: int = Field(
         16, ge=1, le=256, description="Threads for Engine stats API calls (fallback path)."
     )
-    docker_timeout: float = Field(10.0, gt=0, description="Timeout of one Docker API call.")
+    docker_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Timeout of one Docker API call of a pass (the writable-layer scan has "
+        "disk_timeout).",
+    )
     docker_label_allowlist: list[str] = Field(
         default_factory=list,
         description="Container label keys exported on densityd_workload_info as "

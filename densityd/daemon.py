@@ -17,13 +17,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client.registry import Collector
 
 from densityd import __version__
-from densityd.collect.build import (
-    DOCKER_DISK_JOB,
-    SourceSet,
-    build_sampler,
-    build_sources,
-    log_found_sources,
-)
+from densityd.collect.build import SourceSet, build_sampler, build_sources, log_found_sources
 from densityd.collect.sampler import SnapshotHolder
 from densityd.config import ConfigError, Settings
 from densityd.history.recorder import HistoryRecorder
@@ -126,18 +120,6 @@ def run_daemon(settings: Settings) -> int:
         next_run_time=now,
         misfire_grace_time=max(1, int(settings.interval)),
     )
-    if source_set.docker is not None:
-        scheduler.add_job(
-            sampler.run_job,
-            "interval",
-            args=[DOCKER_DISK_JOB],
-            seconds=settings.disk_interval,
-            id=DOCKER_DISK_JOB,
-            max_instances=1,
-            coalesce=True,
-            next_run_time=now,
-            misfire_grace_time=max(1, int(settings.disk_interval)),
-        )
     scheduler.start()
     server.start()
     try:

@@ -84,6 +84,8 @@ class HostSample:
 
     ``container_shim_rss_bytes`` holds the resident set of each containerd shim process seen
     (one per running container): what a container costs beyond its own processes.
+    ``disk_checks`` says, per data path (``name``), whether its filesystem answered within its
+    deadline and when it last did; ``disks`` holds only those that did.
     """
 
     cpu_cores: int
@@ -93,6 +95,7 @@ class HostSample:
     ksm_shared_bytes: int | None = None
     ksm_sharing_bytes: int | None = None
     container_shim_rss_bytes: tuple[int, ...] = ()
+    disk_checks: tuple[SourceStatus, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ def build_sources(settings: Settings) -> SourceSet:
             stats_mode=settings.docker_stats_mode,
             api_workers=settings.docker_api_workers,
             timeout=settings.docker_timeout,
+            disk_timeout=settings.disk_timeout,
             proc_root=settings.proc_root,
             label_allowlist=settings.docker_label_allowlist,
         )
@@ -75,7 +76,13 @@ def build_sources(settings: Settings) -> SourceSet:
         docker_root = docker_source.root_dir if docker_source else None
         return [docker_root, *pool_paths(), *settings.host_disk_paths]
 
-    sources.append(HostSource(proc_root=settings.proc_root, disk_paths=disk_paths))
+    sources.append(
+        HostSource(
+            proc_root=settings.proc_root,
+            disk_paths=disk_paths,
+            disk_timeout=settings.source_timeout,
+        )
+    )
     return SourceSet(
         sources=sources, docker=docker_source, unavailable=unavailable, vm_dirs=pool_paths
     )
@@ -130,7 +137,10 @@ def build_sampler(
 ) -> Sampler:
     """A sampler over the sources, with the Docker disk scan registered as a job.
 
-    ``retries`` False: a one-shot command's, whose logs do not promise to try again.
+    ``retries`` False: a one-shot command's, whose logs do not promise to try again, and
+    whose single pass waits for every source until its deadline. The daemon's passes wait
+    half an interval at most, so that a slow source never holds up the next pass; what it
+    answers later is the next pass's.
     """
     docker_source = source_set.docker
     sampler = Sampler(
@@ -140,6 +150,7 @@ def build_sampler(
         disk_usage_timestamp=(lambda: docker_source.disk_usage_timestamp)
         if docker_source
         else (lambda: None),
+        pass_wait=settings.interval / 2 if retries else None,
         retries=retries,
     )
     if docker_source is not None:
@@ -148,5 +159,6 @@ def build_sampler(
             docker_source.refresh_disk_usage,
             settings.disk_timeout,
             depends_on=docker_source.name,
+            every=settings.disk_interval,
         )
     return sampler

@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from densityd import __version__
 from densityd.collect.sampler import SnapshotHolder
-from densityd.model import Snapshot, WorkloadSample
+from densityd.model import Snapshot, SourceStatus, WorkloadSample
 
 IDENTITY_LABELS = ("kind", "id", "name")
 INFO_LABELS = (*IDENTITY_LABELS, "image", "os", "state")
@@ -309,32 +309,51 @@ class SnapshotCollector:
         yield from ksm_gauges
         yield disk_total
         yield disk_free
+        yield from status_families(
+            "densityd_host_disk",
+            "path",
+            ("filesystem", "statvfs", "statvfs calls"),
+            host.disk_checks if host is not None else (),
+        )
 
     @staticmethod
     def _source_families(snapshot: Snapshot | None) -> Iterator[Metric]:
-        up = GaugeMetricFamily(
-            "densityd_source_up", "1 when the source's latest pass succeeded.", labels=["source"]
+        statuses = snapshot.sources if snapshot is not None else ()
+        yield from status_families(
+            "densityd_source", "source", ("source", "pass", "passes"), statuses
         )
-        duration = GaugeMetricFamily(
-            "densityd_source_duration_seconds",
-            "How long the source's latest pass took.",
-            labels=["source"],
-        )
-        errors = CounterMetricFamily(
-            "densityd_source_errors", "Failed or timed-out passes of the source.", labels=["source"]
-        )
-        last_success = GaugeMetricFamily(
-            "densityd_source_last_success_timestamp_seconds",
-            "When the source last succeeded (Unix time).",
-            labels=["source"],
-        )
-        for status in snapshot.sources if snapshot is not None else ():
-            up.add_metric([status.name], 1 if status.up else 0)
-            duration.add_metric([status.name], status.duration_seconds)
-            errors.add_metric([status.name], status.errors_total)
-            if status.last_success_timestamp is not None:
-                last_success.add_metric([status.name], status.last_success_timestamp)
-        yield from (up, duration, errors, last_success)
+
+
+def status_families(
+    prefix: str, label: str, names: tuple[str, str, str], statuses: Iterable[SourceStatus]
+) -> Iterator[Metric]:
+    """The self-monitoring families of guarded calls: ``{prefix}_up``, ``_duration_seconds``,
+    ``_errors_total`` and ``_last_success_timestamp_seconds``, one series per ``label``.
+
+    ``names``: what is called, one call, many calls (``("source", "pass", "passes")``).
+    """
+    thing, call, calls = names
+    up = GaugeMetricFamily(
+        f"{prefix}_up", f"1 when the {thing}'s latest {call} succeeded.", labels=[label]
+    )
+    duration = GaugeMetricFamily(
+        f"{prefix}_duration_seconds", f"How long the {thing}'s latest {call} took.", labels=[label]
+    )
+    errors = CounterMetricFamily(
+        f"{prefix}_errors", f"Failed or timed-out {calls} of the {thing}.", labels=[label]
+    )
+    last_success = GaugeMetricFamily(
+        f"{prefix}_last_success_timestamp_seconds",
+        f"When the {thing} last succeeded (Unix time).",
+        labels=[label],
+    )
+    for status in statuses:
+        up.add_metric([status.name], 1 if status.up else 0)
+        duration.add_metric([status.name], status.duration_seconds)
+        errors.add_metric([status.name], status.errors_total)
+        if status.last_success_timestamp is not None:
+            last_success.add_metric([status.name], status.last_success_timestamp)
+    yield from (up, duration, errors, last_success)
 
 
 def render(

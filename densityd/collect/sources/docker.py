@@ -113,12 +113,17 @@ class DockerSource:
         timeout: float = 10.0,
         proc_root: Path | str = "/proc",
         label_allowlist: Iterable[str] = (),
+        disk_timeout: float = 600.0,
     ) -> None:
+        """``timeout`` bounds each API call of a pass; ``disk_timeout`` the writable-layer
+        scan, whose one answer only comes once the engine has walked every layer."""
         self._cgroups = CgroupReader(cgroup_root)
         # Only these label keys are ever read, so the label cardinality stays what was asked.
         self._label_allowlist = tuple(dict.fromkeys(label_allowlist))
         self._stats_mode = stats_mode
         self._timeout = timeout
+        self._disk_timeout = disk_timeout
+        self._disk_client: Any = None
         self._proc_root = Path(proc_root)
         self._pool_size = api_workers
         self._pool = ThreadPoolExecutor(max_workers=api_workers, thread_name_prefix="docker-stats")
@@ -147,16 +152,16 @@ class DockerSource:
                 self._client = self._new_client()
             return self._client
 
-    def _new_client(self) -> Any:
+    def _api_client(self, timeout: float, pool_size: int) -> Any:
+        """A Docker API client whose every call is bounded by ``timeout``."""
         kwargs: dict[str, Any] = docker.utils.kwargs_from_env()
         kwargs["base_url"] = self.base_url
+        return docker.APIClient(version="auto", timeout=timeout, max_pool_size=pool_size, **kwargs)
+
+    def _new_client(self) -> Any:
         try:
-            client = docker.APIClient(
-                version="auto",
-                timeout=self._timeout,
-                max_pool_size=self._pool_size,  # one connection per worker thread
-                **kwargs,
-            )
+            # One connection per stats worker thread.
+            client = self._api_client(self._timeout, self._pool_size)
             info = client.info()
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             hint = " (is dockerd running?)" if _is_local(self.base_url) else ""
@@ -213,9 +218,12 @@ class DockerSource:
         )
 
     def close(self) -> None:
-        """Close the API client and the stats thread pool."""
+        """Close the API clients and the stats thread pool."""
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._disconnect()
+        disk_client, self._disk_client = self._disk_client, None
+        if disk_client is not None:
+            disk_client.close()
 
     # -- one pass -------------------------------------------------------------------------
 
@@ -419,10 +427,16 @@ class DockerSource:
     def refresh_disk_usage(self) -> None:
         """Read every container's writable-layer size with one ``containers(size=True)``."""
         with self._lock:  # never two of these scans at once, however slow one is
-            client = self._connect()
             try:
-                listed = client.containers(all=True, size=True)
+                # A client of its own: docker-py bounds each call by its client's timeout,
+                # and the pass's would cut the scan off on a big host.
+                if self._disk_client is None:
+                    self._disk_client = self._api_client(self._disk_timeout, 1)
+                listed = self._disk_client.containers(all=True, size=True)
             except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                client, self._disk_client = self._disk_client, None
+                if client is not None:
+                    client.close()
                 raise SourceUnavailable(f"Docker at {self.base_url}: {_root_cause(exc)}") from exc
             # The engine omits SizeRw when it is 0.
             self._sizes = {c["Id"]: int(c.get("SizeRw") or 0) for c in listed}

@@ -2,17 +2,28 @@
 
 Reads ``/proc/meminfo`` under a configurable proc root (so that densityd in a container can
 read the host's with ``-v /proc:/host/proc:ro``) and ``statvfs`` of each data directory: the
-Docker data root as the Docker source discovers it, plus any configured paths. Paths that do
-not exist here (densityd in a container without that mount) are skipped.
+Docker data root as the Docker source discovers it, libvirt's pool directories, plus any
+configured paths. Paths that do not exist here (densityd in a container without that mount)
+are skipped.
+
+Each filesystem is measured on its own thread under its own deadline: ``statvfs`` of a pool
+on a dead NFS server blocks for good, and that must cost that one path (reported down, with
+its last success), never the host's CPU and memory figures or the other paths.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from densityd.collect.guarded import GuardedCall, gather
 from densityd.model import DiskUsage, HostSample, SourceReading
+
+# How long one host reading waits for the filesystems' answers; a path slower than this is
+# given until its own deadline, and its answer is the next reading's.
+DISK_WAIT_SECONDS = 0.5
 
 
 def parse_meminfo(text: str) -> dict[str, int]:
@@ -28,8 +39,12 @@ def parse_meminfo(text: str) -> dict[str, int]:
     return values
 
 
-def disk_usage(path: str) -> DiskUsage:
-    """Size and free space (for unprivileged users, as ``df`` shows) of the filesystem at path."""
+def disk_usage(path: str) -> DiskUsage | None:
+    """Size and free space (for unprivileged users, as ``df`` shows) of the filesystem at path,
+    or ``None`` when there is no directory at path here."""
+    # The check is part of the guarded call: on a hung filesystem it blocks as statvfs does.
+    if not os.path.isdir(path):
+        return None
     stat = os.statvfs(path)
     return DiskUsage(
         path=path,
@@ -95,10 +110,14 @@ class HostSource:
         proc_root: Path | str = "/proc",
         disk_paths: Callable[[], Iterable[str | None]] = tuple,
         ksm_dir: Path | str = "/sys/kernel/mm/ksm",
+        disk_timeout: float = 10.0,
     ) -> None:
+        """``disk_timeout``: the deadline of one filesystem's ``statvfs``."""
         self._proc_root = Path(proc_root)
         self._disk_paths = disk_paths
         self._ksm_dir = Path(ksm_dir)
+        self._disk_timeout = disk_timeout
+        self._disk_calls: dict[str, GuardedCall[DiskUsage | None]] = {}
 
     def probe(self) -> str:
         """Describe the host."""
@@ -111,20 +130,37 @@ class HostSource:
 
     def _host(self) -> HostSample:
         meminfo = parse_meminfo((self._proc_root / "meminfo").read_text())
-        disks: dict[str, DiskUsage] = {}
-        for path in self._disk_paths():
-            if path and path not in disks and os.path.isdir(path):
-                disks[path] = disk_usage(path)
+        calls = [self._disk_call(path) for path in dict.fromkeys(self._disk_paths()) if path]
+        answers = gather(calls, time.monotonic() + DISK_WAIT_SECONDS)
+        disks = tuple(disk for disk in answers if disk is not None)
+        # A path that is not here answers None, and is left out of the statuses too.
+        checks = tuple(
+            call.status()
+            for call, answer in zip(calls, answers, strict=True)
+            if answer is not None or call.down
+        )
         ksm_shared, ksm_sharing = read_ksm(self._ksm_dir)
         return HostSample(
             cpu_cores=os.cpu_count() or 1,
             memory_bytes=meminfo["MemTotal"],
             memory_available_bytes=meminfo.get("MemAvailable", meminfo.get("MemFree", 0)),
-            disks=tuple(disks.values()),
+            disks=disks,
+            disk_checks=checks,
             ksm_shared_bytes=ksm_shared,
             ksm_sharing_bytes=ksm_sharing,
             container_shim_rss_bytes=read_shim_rss(self._proc_root),
         )
 
+    def _disk_call(self, path: str) -> GuardedCall[DiskUsage | None]:
+        """The guarded ``statvfs`` of one path, made once and kept: a stuck one stays stuck
+        rather than being started again."""
+        call = self._disk_calls.get(path)
+        if call is None:
+            call = GuardedCall(
+                path, lambda: disk_usage(path), self._disk_timeout, what="filesystem"
+            )
+            self._disk_calls[path] = call
+        return call
+
     def close(self) -> None:
-        """Nothing to release."""
+        """Nothing to release (a statvfs stuck in a hung filesystem keeps its daemon thread)."""

@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from densityd.collect import sampler as sampler_module
-from densityd.collect.sampler import GuardedCall, Sampler, SnapshotHolder
+from densityd.collect import guarded as guarded_module
+from densityd.collect.guarded import GuardedCall
+from densityd.collect.sampler import Sampler, SnapshotHolder
 from densityd.model import (
     HostSample,
     Snapshot,
@@ -196,9 +197,9 @@ def test_backoff_after_an_outage_lasts_long_enough() -> None:
         raise ConnectionError("refused")
 
     guarded = GuardedCall("docker", fail, timeout=5.0, clock=clock)
-    after = sampler_module.BACKOFF_AFTER_SECONDS
-    first = sampler_module.FIRST_BACKOFF_SECONDS
-    longest = sampler_module.MAX_BACKOFF_SECONDS
+    after = guarded_module.BACKOFF_AFTER_SECONDS
+    first = guarded_module.FIRST_BACKOFF_SECONDS
+    longest = guarded_module.MAX_BACKOFF_SECONDS
 
     # Early in an outage every attempt is made: a restarting engine is back in seconds.
     for now in (clock.now, clock.now + 1, clock.now + after / 2, clock.now + after - 0.1):
@@ -215,9 +216,8 @@ def test_backoff_after_an_outage_lasts_long_enough() -> None:
     for _ in range(8):
         delays.append(delay)
         clock.now += delay - 0.01
-        assert guarded.start() is None  # backing off: not called
-        outcome = guarded.finish(None, time.monotonic())
-        assert outcome.error == "refused"
+        assert not guarded.start()  # backing off: not called
+        assert guarded.run().error == "refused"
         assert guarded.status().errors_total == calls  # skipped attempts are not errors
         clock.now += 0.01
         assert guarded.run().error == "refused"
@@ -239,10 +239,10 @@ def test_success_ends_the_backoff() -> None:
 
     guarded = GuardedCall("docker", call, timeout=5.0, clock=clock)
     guarded.run()
-    clock.now += sampler_module.BACKOFF_AFTER_SECONDS
+    clock.now += guarded_module.BACKOFF_AFTER_SECONDS
     guarded.run()
-    assert guarded.start() is None  # backing off now
-    clock.now += sampler_module.MAX_BACKOFF_SECONDS
+    assert not guarded.start()  # backing off now
+    clock.now += guarded_module.MAX_BACKOFF_SECONDS
     healthy = True
     assert guarded.run().value == "ok"
     status = guarded.status()
@@ -252,7 +252,7 @@ def test_success_ends_the_backoff() -> None:
     # A new outage starts with immediate retries again.
     healthy = False
     guarded.run()
-    assert guarded.start() is not None
+    assert guarded.start()
 
 
 def test_down_and_recovery_are_logged_once_each(caplog: pytest.LogCaptureFixture) -> None:
@@ -293,7 +293,14 @@ def test_mark_down_logs_nothing_until_recovery(caplog: pytest.LogCaptureFixture)
     assert [r.getMessage() for r in caplog.records] == ["source web is back up"]
 
 
-def test_job_status_and_dependency_on_its_source() -> None:
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_a_job_runs_beside_the_passes_on_its_period_while_its_source_is_up() -> None:
     engine_up = False
 
     def engine() -> SourceReading:
@@ -308,27 +315,58 @@ def test_job_status_and_dependency_on_its_source() -> None:
         job_calls += 1
 
     sampler = Sampler([FakeSource("docker", engine)], SnapshotHolder(), timeout=5.0)
-    sampler.add_job("docker_disk", scan, timeout=5.0, depends_on="docker")
-    sampler.run_pass()
-    assert sampler.run_job("docker_disk") is False
-    assert job_calls == 0  # skipped while its source is down
-    engine_up = True
+    sampler.add_job("docker_disk", scan, timeout=5.0, depends_on="docker", every=300.0)
     snapshot = sampler.run_pass()
-    assert status_of(snapshot, "docker").up
-    assert sampler.run_job("docker_disk") is True
-    assert job_calls == 1
-    assert status_of(sampler.run_pass(), "docker_disk").up
+    assert job_calls == 0  # skipped while its source is down
+    assert status_of(snapshot, "docker_disk").last_error == "docker is down"
+    assert sampler.run_job("docker_disk") is False
+    engine_up = True
+    assert status_of(sampler.run_pass(), "docker").up
+    wait_until(lambda: job_calls == 1)  # started by the pass, not waited for
+    wait_until(lambda: status_of(sampler.run_pass(), "docker_disk").up)
+    for _ in range(3):
+        sampler.run_pass()
+    assert job_calls == 1  # not due again before its period
+    assert sampler.run_job("docker_disk") is True  # one-shot: run now, and wait
+    assert job_calls == 2
 
 
-def test_failing_job_is_reported() -> None:
+def test_a_failed_job_is_retried_at_the_next_pass_not_a_period_later() -> None:
+    calls = 0
+
     def scan() -> None:
+        nonlocal calls
+        calls += 1
         raise OSError("disk scan failed")
 
     sampler = Sampler([], SnapshotHolder(), timeout=5.0)
-    sampler.add_job("docker_disk", scan, timeout=5.0)
+    sampler.add_job("docker_disk", scan, timeout=5.0, every=300.0)
     assert sampler.run_job("docker_disk") is False
+    assert calls == 1
+    sampler.run_pass()
+    wait_until(lambda: calls == 2)  # the next pass started it again
     status = status_of(sampler.run_pass(), "docker_disk")
-    assert (status.up, status.errors_total, status.last_error) == (False, 1, "disk scan failed")
+    assert (status.up, status.last_error) == (False, "disk scan failed")
+    assert status.errors_total >= 2
+
+
+def test_a_long_job_is_not_reported_down_while_it_runs(gate: threading.Event) -> None:
+    """A scan that takes longer than a pass is left running until its own deadline."""
+    calls = 0
+
+    def scan() -> None:
+        nonlocal calls
+        calls += 1
+        gate.wait(30)
+
+    sampler = Sampler([returning(workload("web"))], SnapshotHolder(), timeout=5.0)
+    sampler.add_job("docker_disk", scan, timeout=10.0, every=300.0)
+    for _ in range(5):
+        status = status_of(sampler.run_pass(), "docker_disk")
+        assert status.errors_total == 0 and status.last_error == ""
+    assert calls == 1
+    gate.set()
+    wait_until(lambda: status_of(sampler.run_pass(), "docker_disk").up)
 
 
 def test_snapshots_are_immutable() -> None:

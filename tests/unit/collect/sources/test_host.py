@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from densityd.collect.sources import host as host_module
 from densityd.collect.sources.host import (
     HostSource,
     disk_usage,
@@ -101,8 +104,56 @@ def test_disk_usage(tmp_path: Path) -> None:
     assert usage.path == str(tmp_path)
     assert usage.total_bytes == stat.f_blocks * stat.f_frsize
     assert usage.total_bytes > 0
-    with pytest.raises(OSError):
-        disk_usage(str(tmp_path / "missing"))
+    assert disk_usage(str(tmp_path / "missing")) is None  # not here: skipped, not a failure
+
+
+def test_a_hung_filesystem_costs_only_its_own_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A statvfs that never returns: the host's figures and the other paths stay current."""
+    hung, healthy = tmp_path / "nfs", tmp_path / "local"
+    hung.mkdir()
+    healthy.mkdir()
+    gate, calls = threading.Event(), []
+    real_statvfs = os.statvfs
+
+    def statvfs(path: str) -> os.statvfs_result:
+        calls.append(path)
+        if path == str(hung):
+            gate.wait(30)
+        return real_statvfs(path)
+
+    monkeypatch.setattr(host_module.os, "statvfs", statvfs)
+    source = HostSource(
+        proc_root=PROC, disk_paths=lambda: [str(hung), str(healthy)], disk_timeout=0.3
+    )
+    try:
+        started = time.monotonic()
+        first = source.sample().host
+        assert time.monotonic() - started < 0.5 + 0.5  # the wait for paths, and a margin
+        assert first is not None and first.memory_bytes > 0
+        assert [d.path for d in first.disks] == [str(healthy)]
+        time.sleep(0.4)  # past the hung call's deadline
+        for _ in range(3):
+            host = source.sample().host
+            assert host is not None and host.cpu_cores > 0
+            assert [d.path for d in host.disks] == [str(healthy)]
+            checks = {c.name: c for c in host.disk_checks}
+            assert checks[str(healthy)].up
+            assert not checks[str(hung)].up
+            assert "deadline" in checks[str(hung)].last_error
+            assert checks[str(hung)].errors_total == 1
+        assert calls.count(str(hung)) == 1  # the stuck call is never started twice
+        gate.set()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(host.disks) < 2:
+            time.sleep(0.05)
+            host = source.sample().host
+            assert host is not None
+        assert {d.path for d in host.disks} == {str(hung), str(healthy)}
+        assert all(c.up for c in host.disk_checks)
+    finally:
+        gate.set()
 
 
 def test_read_ksm_counts_pages_in_bytes(tmp_path: Path) -> None:
