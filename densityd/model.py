@@ -20,7 +20,13 @@ class WorkloadKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class BlockDevice:
-    """One virtual disk of a VM: its host-side size, capacity and I/O."""
+    """One block device of a workload: a VM's virtual disk, or a host disk a container used.
+
+    A VM's disk has its host-side size, capacity and I/O; a container's has only the bytes
+    read and written through its cgroup (``name`` is the host's device name, or ``MAJ:MIN``
+    when that cannot be told). The I/O counters are per device so that each one only grows:
+    a sum over devices drops when a device goes away.
+    """
 
     name: str
     path: str
