@@ -59,6 +59,8 @@ class WorkloadSample:
     memory_cache_bytes: int | None = None
     disk_bytes: int | None = None
     disk_limit_bytes: int | None = None
+    # Summed over ``block_devices`` for ``densityd sample``; never exported as a counter, since
+    # the sum drops when a device is removed (the exporter exports each device's counter).
     disk_read_bytes: int | None = None
     disk_written_bytes: int | None = None
     guest_memory_used_bytes: int | None = None
