@@ -10,9 +10,9 @@ device's series ended).
   from inside a container, then removed (``hot_remove``), which takes it out of the
   container's blkio file. On cgroup v1 with kernel 6.x, ``blkio.throttle.io_service_bytes``
   counts only I/O to devices with a throttle rule, hence the ``--device-*-bps`` flags.
-- VM: a TCG domain boots (finding no OS) from a SCSI disk first, which reads it, then from its
-  virtio disk; the SCSI disk is hot-unplugged with ``virsh detach-disk --live`` (a SCSI disk
-  leaves without the guest's help; a virtio one would wait for an OS to release it).
+- VM: a TCG domain with no OS tries to boot from its SCSI disk first, so the BIOS reads that
+  disk's boot sector; the SCSI disk is then hot-unplugged with ``virsh detach-disk --live`` (a
+  SCSI disk leaves at once; a virtio one would wait for a guest OS to release it).
 """
 
 from __future__ import annotations
@@ -30,9 +30,12 @@ from tests.integration.backends import (
     Daemon,
     DockerCLI,
     Series,
+    VMs,
     missing_backend,
+    parse_domstats,
     promtool,
     value_of,
+    virsh,
 )
 
 pytestmark = pytest.mark.integration
@@ -192,3 +195,41 @@ def assert_promtool_accepts(text: str) -> None:
         [promtool(), "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
     )
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def block_stats(name: str, key: str) -> dict[str, int]:
+    """``block.N.<key>`` of a domain by disk target, from ``virsh domstats --block``."""
+    stats = parse_domstats(virsh("domstats", "--block", name))
+    return {
+        stats[f"block.{index}.name"]: int(stats[f"block.{index}.{key}"])
+        for index in range(int(stats["block.count"]))
+    }
+
+
+def test_vm_disk_hot_unplugged_keeps_every_io_counter_monotonic(
+    start_daemon: Callable[..., Daemon], vms: VMs, libvirt_ready: str
+) -> None:
+    """``virsh detach-disk --live`` of a read disk: its series ends, none goes down."""
+    daemon = start_daemon("--no-docker", "--libvirt-uri", libvirt_ready)
+    uuid = vms.define(disks_mib=(64,), scsi_disks_mib=(32,))
+    name = virsh("domname", uuid)
+    read = "densityd_workload_disk_read_bytes_total"
+
+    def boot_sector_read(io: IoSeries) -> bool:  # the BIOS read sda's (vda's is never tried)
+        return sum(v for (metric, _), v in io.items() if metric == read) >= 512
+
+    before = scrape_until(daemon, uuid, boot_sector_read, "the BIOS reading the SCSI disk")
+    truth = block_stats(name, "rd.bytes")
+    virsh("detach-disk", name, "sda", "--live")
+    after_truth = block_stats(name, "rd.bytes")
+    assert sum(after_truth.values()) < sum(truth.values())  # the fault: the sum dropped
+    after = scrape_after_a_pass(daemon, uuid, time.time())
+
+    assert_monotonic(before + after)
+    assert set(truth) == {"sda", "vda"} and set(after_truth) == {"vda"}
+    # The BIOS is done reading (it retries only after 60 s): the counts are steady.
+    assert before[-1][(read, "sda")] == truth["sda"] >= 512
+    assert (read, "vda") in before[-1]
+    assert {device for _, device in after[-1]} == {"vda"}
+    assert after[-1][(read, "vda")] == after_truth["vda"]
+    assert_promtool_accepts(daemon.metrics_text())
