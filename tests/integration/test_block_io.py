@@ -8,7 +8,7 @@ device's series ended).
 
 - Container: a zram device made for the test (``/sys/class/zram-control/hot_add``) is written
   from inside a container, then removed (``hot_remove``), which takes it out of the
-  container's blkio file. On cgroup v1 with kernel 6.x, ``blkio.throttle.io_service_bytes``
+  container's blkio file. On cgroup v1 with this kernel (6.18), ``blkio.throttle.io_service_bytes``
   counts only I/O to devices with a throttle rule, hence the ``--device-*-bps`` flags.
 - VM: a TCG domain with no OS tries to boot from its SCSI disk first, so the BIOS reads that
   disk's boot sector; the SCSI disk is then hot-unplugged with ``virsh detach-disk --live`` (a
