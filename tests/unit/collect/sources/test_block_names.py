@@ -7,16 +7,15 @@ format for the devices of the recorded Docker 24 stats document.
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from densityd.collect.sources.block_names import BlockDeviceNames
-from densityd.collect.sources.docker import DockerSource, _EngineInfo
+from densityd.collect.sources.docker import DockerSource
 from tests import paths
-from tests.unit.collect.sources.test_docker_labels import FakeClient
+from tests.unit.collect.sources.test_docker_labels import fake_source
 
 SYS = paths.FIXTURES / "sys"
 DOCKER = paths.FIXTURES / "docker"
@@ -59,17 +58,8 @@ def test_a_name_is_read_once_and_forgotten_after_a_pass_without_it(tmp_path: Pat
 
 def source_over(stats: dict[str, Any], docker_host: str) -> DockerSource:
     """A Docker source over the recorded inspect and ``stats``, naming devices from ``SYS``."""
-    inspect = copy.deepcopy(json.loads((DOCKER / "inspect-20.10.json").read_text())[0])
-    source = DockerSource(
-        docker_host=docker_host,
-        cgroup_root="/nonexistent",
-        stats_mode="api",
-        api_workers=1,
-        sys_root=SYS,
-    )
-    source._client = FakeClient(inspect, stats)
-    source._engine = _EngineInfo("24.0", "systemd", 2, "/var/lib/docker", "1.43")
-    return source
+    inspect = json.loads((DOCKER / "inspect-20.10.json").read_text())[0]
+    return fake_source(inspect, stats, docker_host=docker_host, sys_root=SYS)
 
 
 def device_io(source: DockerSource) -> dict[str, tuple[int | None, int | None]]:
