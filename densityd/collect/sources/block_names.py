@@ -18,7 +18,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-_DEVICE_NUMBER = re.compile(r"[0-9]{1,10}:[0-9]{1,10}")
+from densityd.collect.sources.cgroups import DEVICE_NUMBER
+
 # What a kernel device name holds; anything else (a hand-made tree) is not trusted as a name.
 _DEVICE_NAME = re.compile(r"[A-Za-z0-9._+!/-]{1,64}")
 
@@ -50,7 +51,7 @@ class BlockDeviceNames:
         self._asked = set()
 
     def _lookup(self, device: str) -> str:
-        if self._root is None or not _DEVICE_NUMBER.fullmatch(device):
+        if self._root is None or not DEVICE_NUMBER.fullmatch(device):
             return device
         try:
             text = (self._root / "dev" / "block" / device / "uevent").read_text()

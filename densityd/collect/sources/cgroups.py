@@ -34,7 +34,7 @@ from typing import Literal
 CgroupDriver = Literal["cgroupfs", "systemd"]
 
 # A device number as the kernel prints it in blkio and io.stat files: "MAJ:MIN".
-_DEVICE_NUMBER = re.compile(r"[0-9]{1,10}:[0-9]{1,10}")
+DEVICE_NUMBER = re.compile(r"[0-9]{1,10}:[0-9]{1,10}")
 _COUNT = re.compile(r"[0-9]{1,20}")
 
 
@@ -111,7 +111,7 @@ def per_device(pairs: Iterable[tuple[str, str, str]]) -> tuple[DeviceIO, ...]:
     """
     totals: dict[str, list[int]] = {}
     for device, what, value in pairs:
-        if not (_DEVICE_NUMBER.fullmatch(device) and _COUNT.fullmatch(value)):
+        if not (DEVICE_NUMBER.fullmatch(device) and _COUNT.fullmatch(value)):
             continue
         entry = totals.setdefault(device, [0, 0])
         entry[0 if what == "read" else 1] += int(value)
