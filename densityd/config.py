@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     proc_root: Path = Field(
         Path("/proc"), description="Where the host's /proc is mounted (for /proc/meminfo)."
     )
+    sys_root: Path = Field(
+        Path("/sys"),
+        description="Where the host's /sys is mounted (block device names, "
+        "/sys/dev/block/MAJ:MIN/uevent).",
+    )
     host_disk_paths: list[str] = Field(
         default_factory=list,
         description="More directories whose filesystem size and free "

@@ -20,7 +20,13 @@ class WorkloadKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class BlockDevice:
-    """One virtual disk of a VM: its host-side size, capacity and I/O."""
+    """One block device of a workload: a VM's virtual disk, or a host disk a container used.
+
+    A VM's disk has its host-side size, capacity and I/O; a container's has only the bytes
+    read and written through its cgroup (``name`` is the host's device name, or ``MAJ:MIN``
+    when that cannot be told). The I/O counters are per device so that each one only grows:
+    a sum over devices drops when a device goes away.
+    """
 
     name: str
     path: str
@@ -53,6 +59,8 @@ class WorkloadSample:
     memory_cache_bytes: int | None = None
     disk_bytes: int | None = None
     disk_limit_bytes: int | None = None
+    # Summed over ``block_devices`` for ``densityd sample``; never exported as a counter, since
+    # the sum drops when a device is removed (the exporter exports each device's counter).
     disk_read_bytes: int | None = None
     disk_written_bytes: int | None = None
     guest_memory_used_bytes: int | None = None

@@ -492,13 +492,16 @@ def host_rows() -> list[Row]:
             Panel(
                 "timeseries",
                 "Block I/O per workload",
-                "Bytes read plus written per second, per workload.",
+                "Bytes read plus written per second, per workload (all its devices).",
                 [
+                    # The counters are per device (a sum over devices drops when a disk is
+                    # unplugged): rate each device's, then add up a workload's devices.
                     Target(
+                        "sum without (device) ("
                         f"rate(densityd_workload_disk_read_bytes_total{{{HOST}}}"
                         "[$__rate_interval])"
                         f" + rate(densityd_workload_disk_written_bytes_total{{{HOST}}}"
-                        "[$__rate_interval])",
+                        "[$__rate_interval]))",
                         "{{kind}} {{name}}",
                     )
                 ],

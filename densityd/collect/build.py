@@ -57,6 +57,7 @@ def build_sources(settings: Settings) -> SourceSet:
             disk_timeout=settings.disk_timeout,
             proc_root=settings.proc_root,
             label_allowlist=settings.docker_label_allowlist,
+            sys_root=settings.sys_root,
         )
         sources.append(docker_source)
 

@@ -99,18 +99,6 @@ WORKLOAD_METRICS: tuple[WorkloadMetric, ...] = (
         lambda w: w.disk_limit_bytes,
     ),
     WorkloadMetric(
-        "densityd_workload_disk_read_bytes",
-        True,
-        "Bytes read from block devices.",
-        lambda w: w.disk_read_bytes,
-    ),
-    WorkloadMetric(
-        "densityd_workload_disk_written_bytes",
-        True,
-        "Bytes written to block devices.",
-        lambda w: w.disk_written_bytes,
-    ),
-    WorkloadMetric(
         "densityd_container_memory_usage_bytes",
         False,
         "Container memory usage including page cache, as the cgroup counts it.",
@@ -224,6 +212,20 @@ class SnapshotCollector:
             "Virtual size of one virtual disk.",
             labels=DEVICE_LABELS,
         )
+        # Per device, never summed: a sum drops when a disk is unplugged or leaves io.stat,
+        # and Prometheus would read the whole new value as an increase after a reset.
+        device_read = CounterMetricFamily(
+            "densityd_workload_disk_read_bytes",
+            "Bytes read from one block device (a VM's disk target, or the host device "
+            "a container read from).",
+            labels=DEVICE_LABELS,
+        )
+        device_written = CounterMetricFamily(
+            "densityd_workload_disk_written_bytes",
+            "Bytes written to one block device (a VM's disk target, or the host device "
+            "a container wrote to).",
+            labels=DEVICE_LABELS,
+        )
         for workload in workloads:
             identity = [str(workload.kind), workload.id, workload.name]
             values = dict(workload.labels)
@@ -242,6 +244,10 @@ class SnapshotCollector:
                     device_bytes.add_metric([*identity, device.name], device.bytes)
                 if device.capacity_bytes is not None:
                     device_capacity.add_metric([*identity, device.name], device.capacity_bytes)
+                if workload.running and device.read_bytes is not None:
+                    device_read.add_metric([*identity, device.name], device.read_bytes)
+                if workload.running and device.written_bytes is not None:
+                    device_written.add_metric([*identity, device.name], device.written_bytes)
             for spec, family in families:
                 value = spec.value(workload)
                 if value is not None:
@@ -249,6 +255,8 @@ class SnapshotCollector:
         yield info
         for _spec, family in families:
             yield family
+        yield device_read
+        yield device_written
         yield device_bytes
         yield device_capacity
 

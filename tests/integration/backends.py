@@ -296,25 +296,36 @@ class VMs:
         vcpus: int = 1,
         disks_mib: tuple[int, ...] = (64,),
         written_mib: int = 0,
+        scsi_disks_mib: tuple[int, ...] = (),
         name: str | None = None,
         os_id: str | None = None,
         start: bool = True,
         transient: bool = False,
     ) -> str:
-        """Define a domain (started unless ``start`` is false); returns its UUID."""
+        """Define a domain (started unless ``start`` is false); returns its UUID.
+
+        ``disks_mib`` are virtio disks (vda, vdb, ...); ``scsi_disks_mib`` are SCSI disks (sda,
+        ...) on a virtio-scsi controller, which the BIOS tries to boot from first (so it reads
+        them) and which ``virsh detach-disk --live`` removes without a guest OS's help.
+        """
         name = name or f"{VM_PREFIX}{uuid.uuid4().hex[:8]}"
-        disks = []
-        for index, size in enumerate(disks_mib):
-            image = self.workdir / f"{uuid.uuid4().hex[:8]}-{index}.raw"
+        shapes = [("vd", "virtio", index, size) for index, size in enumerate(disks_mib)]
+        scsi = [("sd", "scsi", index, size) for index, size in enumerate(scsi_disks_mib)]
+        disks = ["<controller type='scsi' model='virtio-scsi'/>"] if scsi else []
+        for order, (prefix, bus, index, size) in enumerate([*scsi, *shapes], start=1):
+            image = self.workdir / f"{uuid.uuid4().hex[:8]}-{prefix}{index}.raw"
             with image.open("wb") as handle:
                 handle.truncate(size * 1024 * 1024)
-                if written_mib and index == 0:
+                if written_mib and bus == "virtio" and index == 0:
                     handle.write(b"\xa5" * written_mib * 1024 * 1024)
             image.chmod(0o666)
             disks.append(
                 f"<disk type='file' device='disk'><driver name='qemu' type='raw'/>"
-                f"<source file='{image}'/><target dev='vd{chr(ord('a') + index)}' bus='virtio'/>"
-                "</disk>"
+                f"<source file='{image}'/>"
+                f"<target dev='{prefix}{chr(ord('a') + index)}' bus='{bus}'/>"
+                # A boot order only when there are SCSI disks: the BIOS then reads every disk.
+                + (f"<boot order='{order}'/>" if scsi else "")
+                + "</disk>"
             )
         metadata = (
             "<metadata><libosinfo:libosinfo "

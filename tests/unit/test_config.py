@@ -54,6 +54,7 @@ def test_defaults() -> None:
     assert settings.docker_stats_mode == "auto"
     assert settings.cgroup_root == Path("/sys/fs/cgroup")
     assert settings.proc_root == Path("/proc")
+    assert settings.sys_root == Path("/sys")
     assert settings.host_disk_paths == []
     assert settings.log_level == "INFO"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import pytest
@@ -100,8 +101,11 @@ def test_flat_keyed_files_always_parse(text: str) -> None:
 @given(kernel_text)
 def test_blkio_and_io_stat_files_always_parse(text: str) -> None:
     for parser in (parse_blkio_v1, parse_io_stat_v2):
-        read, written = parser(text)
-        assert isinstance(read, int) and isinstance(written, int)
+        devices = parser(text)
+        assert len({d.device for d in devices}) == len(devices)  # one entry per device
+        for device in devices:
+            assert re.fullmatch(r"[0-9]+:[0-9]+", device.device)
+            assert device.read_bytes >= 0 and device.written_bytes >= 0
 
 
 @settings(deadline=None)  # timing is not the property; a loaded CI host is slow

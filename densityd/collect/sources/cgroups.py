@@ -16,17 +16,44 @@ Files read, per version::
         <path>/memory.current                   bytes
         <path>/memory.stat                      inactive_file, anon, file
         <path>/io.stat                          "8:0 rbytes=4096 wbytes=0 ..."
+
+Block I/O is kept per device (``MAJ:MIN``), as the files give it: a device leaves ``io.stat``
+when it is removed, so a sum over devices would drop and read as a counter reset.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 CgroupDriver = Literal["cgroupfs", "systemd"]
+
+# A device number as the kernel prints it in blkio and io.stat files: "MAJ:MIN".
+DEVICE_NUMBER = re.compile(r"[0-9]{1,10}:[0-9]{1,10}")
+_COUNT = re.compile(r"[0-9]{1,20}")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceIO:
+    """Bytes read and written on one block device, named by its number (``8:0``)."""
+
+    device: str
+    read_bytes: int
+    written_bytes: int
+
+
+def io_totals(devices: Iterable[DeviceIO]) -> tuple[int, int]:
+    """Bytes read and written, summed over ``devices``."""
+    read = written = 0
+    for device in devices:
+        read += device.read_bytes
+        written += device.written_bytes
+    return read, written
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +67,8 @@ class CgroupStats:
     cache_bytes: int | None
     read_bytes: int | None
     written_bytes: int | None
+    # Per device; read_bytes and written_bytes are their sums (None: no I/O accounting).
+    devices: tuple[DeviceIO, ...] = ()
     # Unix seconds, when the CPU counter was read: when, not what, so not compared.
     cpu_read_at: float | None = dataclasses.field(default=None, compare=False)
 
@@ -75,32 +104,43 @@ def parse_flat_keyed(text: str) -> dict[str, int]:
     return values
 
 
-def parse_blkio_v1(text: str) -> tuple[int, int]:
-    """Sum the Read and Write bytes over all devices of a v1 ``blkio.*io_service_bytes*`` file."""
-    read = written = 0
+def per_device(pairs: Iterable[tuple[str, str, str]]) -> tuple[DeviceIO, ...]:
+    """Devices from ``(MAJ:MIN, read|written, value)`` triples, in first-seen order.
+
+    Triples with a malformed device or value are skipped: a pass must not fail on one line.
+    """
+    totals: dict[str, list[int]] = {}
+    for device, what, value in pairs:
+        if not (DEVICE_NUMBER.fullmatch(device) and _COUNT.fullmatch(value)):
+            continue
+        entry = totals.setdefault(device, [0, 0])
+        entry[0 if what == "read" else 1] += int(value)
+    return tuple(DeviceIO(device, read, written) for device, (read, written) in totals.items())
+
+
+def parse_blkio_v1(text: str) -> tuple[DeviceIO, ...]:
+    """The Read and Write bytes per device of a v1 ``blkio.*io_service_bytes*`` file."""
+    ops = {"Read": "read", "Write": "written"}
+    triples = []
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) != 3:
-            continue  # the closing "Total N" line, or blank
-        _device, op, value = parts
-        if op == "Read":
-            read += int(value)
-        elif op == "Write":
-            written += int(value)
-    return read, written
+        # Skips the closing "Total N" line, blanks, and the Sync/Async/Discard/Total rows.
+        if len(parts) == 3 and parts[1] in ops:
+            triples.append((parts[0], ops[parts[1]], parts[2]))
+    return per_device(triples)
 
 
-def parse_io_stat_v2(text: str) -> tuple[int, int]:
-    """Sum ``rbytes`` and ``wbytes`` over all devices of a v2 ``io.stat`` file."""
-    read = written = 0
+def parse_io_stat_v2(text: str) -> tuple[DeviceIO, ...]:
+    """The ``rbytes`` and ``wbytes`` per device of a v2 ``io.stat`` file."""
+    keys = {"rbytes": "read", "wbytes": "written"}
+    triples = []
     for line in text.splitlines():
-        for field in line.split()[1:]:
+        device, *fields = line.split() or [""]
+        for field in fields:
             key, _, value = field.partition("=")
-            if key == "rbytes":
-                read += int(value)
-            elif key == "wbytes":
-                written += int(value)
-    return read, written
+            if key in keys:
+                triples.append((device, keys[key], value))
+    return per_device(triples)
 
 
 def expand_systemd_slice(slice_name: str) -> str:
@@ -199,7 +239,8 @@ class CgroupReader:
         usage = int(_read(f"{memory}/memory.usage_in_bytes"))
         stat = parse_flat_keyed(_read(f"{memory}/memory.stat"))
         inactive_file = stat.get("total_inactive_file", stat.get("inactive_file", 0))
-        read_bytes, written_bytes = self._read_blkio_v1(path)
+        devices = self._read_blkio_v1(path)
+        read_bytes, written_bytes = io_totals(devices) if devices is not None else (None, None)
         return CgroupStats(
             cpu_seconds=cpu_ns / 1e9,
             memory_usage_bytes=usage,
@@ -208,10 +249,11 @@ class CgroupReader:
             cache_bytes=stat.get("total_cache", stat.get("cache")),
             read_bytes=read_bytes,
             written_bytes=written_bytes,
+            devices=devices or (),
             cpu_read_at=read_at,
         )
 
-    def _read_blkio_v1(self, path: str) -> tuple[int | None, int | None]:
+    def _read_blkio_v1(self, path: str) -> tuple[DeviceIO, ...] | None:
         # The throttle files count I/O under every scheduler; the plain ones only under CFQ/BFQ.
         for name in (
             "blkio.throttle.io_service_bytes_recursive",
@@ -222,7 +264,7 @@ class CgroupReader:
             except OSError:
                 continue
             return parse_blkio_v1(text)
-        return None, None
+        return None
 
     @staticmethod
     def _read_v2(directory: str) -> CgroupStats:
@@ -230,12 +272,12 @@ class CgroupReader:
         read_at = time.time()
         usage = int(_read(f"{directory}/memory.current"))
         stat = parse_flat_keyed(_read(f"{directory}/memory.stat"))
+        devices: tuple[DeviceIO, ...] | None
         try:
-            read_bytes: int | None
-            written_bytes: int | None
-            read_bytes, written_bytes = parse_io_stat_v2(_read(f"{directory}/io.stat"))
+            devices = parse_io_stat_v2(_read(f"{directory}/io.stat"))
         except OSError:
-            read_bytes = written_bytes = None  # the io controller is not enabled for this cgroup
+            devices = None  # the io controller is not enabled for this cgroup
+        read_bytes, written_bytes = io_totals(devices) if devices is not None else (None, None)
         return CgroupStats(
             cpu_seconds=cpu.get("usage_usec", 0) / 1e6,
             memory_usage_bytes=usage,
@@ -244,5 +286,6 @@ class CgroupReader:
             cache_bytes=stat.get("file"),
             read_bytes=read_bytes,
             written_bytes=written_bytes,
+            devices=devices or (),
             cpu_read_at=read_at,
         )

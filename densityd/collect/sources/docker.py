@@ -31,9 +31,10 @@ import docker.errors
 import requests.exceptions
 
 from densityd.collect.sources.base import SourceUnavailable
+from densityd.collect.sources.block_names import BlockDeviceNames
 from densityd.collect.sources.cgroups import CgroupDriver, CgroupReader, CgroupStats
 from densityd.collect.sources.docker_stats import cpu_limit_cores, parse_stats, storage_limit_bytes
-from densityd.model import SourceReading, WorkloadKind, WorkloadSample
+from densityd.model import BlockDevice, SourceReading, WorkloadKind, WorkloadSample
 
 log = logging.getLogger("densityd.sources.docker")
 
@@ -114,6 +115,7 @@ class DockerSource:
         proc_root: Path | str = "/proc",
         label_allowlist: Iterable[str] = (),
         disk_timeout: float = 600.0,
+        sys_root: Path | str = "/sys",
     ) -> None:
         """``timeout`` bounds each API call of a pass; ``disk_timeout`` the writable-layer
         scan, whose one answer only comes once the engine has walked every layer."""
@@ -139,6 +141,8 @@ class DockerSource:
             docker.utils.kwargs_from_env().get("base_url") or "unix:///var/run/docker.sock"
         )
         """Where the engine is reached, as configured or from ``DOCKER_HOST``."""
+        # A remote engine's device numbers are its host's: this host's sysfs cannot name them.
+        self._device_names = BlockDeviceNames(sys_root if _is_local(self.base_url) else None)
         self._use_cgroups = stats_mode == "cgroup" or (
             stats_mode == "auto" and _is_local(self.base_url) and self._cgroups.available()
         )
@@ -382,6 +386,7 @@ class DockerSource:
                 api_stats = future.result()
                 if api_stats is not None:
                     samples.append(self._workload(container_id, meta, api_stats))
+        self._device_names.forget_unasked()
         return samples
 
     @staticmethod
@@ -419,7 +424,22 @@ class DockerSource:
             disk_limit_bytes=meta.disk_limit_bytes,
             disk_read_bytes=stats.read_bytes if stats else None,
             disk_written_bytes=stats.written_bytes if stats else None,
+            block_devices=self._block_devices(stats),
             labels=meta.labels,
+        )
+
+    def _block_devices(self, stats: CgroupStats | None) -> tuple[BlockDevice, ...]:
+        """The container's I/O per host device, named (``sda``) where this host can tell."""
+        if stats is None:
+            return ()
+        return tuple(
+            BlockDevice(
+                name=self._device_names.name(device.device),
+                path="",
+                read_bytes=device.read_bytes,
+                written_bytes=device.written_bytes,
+            )
+            for device in stats.devices
         )
 
     # -- the slow schedule --------------------------------------------------------------

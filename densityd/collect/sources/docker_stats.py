@@ -18,7 +18,13 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from densityd.collect.sources.cgroups import CgroupStats, working_set
+from densityd.collect.sources.cgroups import (
+    CgroupStats,
+    DeviceIO,
+    io_totals,
+    per_device,
+    working_set,
+)
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*$", re.IGNORECASE)
 _UNIT_POWER = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
@@ -65,14 +71,8 @@ def _parse_stats(stats: Mapping[str, Any]) -> CgroupStats | None:
         inactive_file = int(detail.get("inactive_file", 0))
         rss = _int_or_none(detail.get("anon", detail.get("rss")))
         cache = _int_or_none(detail.get("file", detail.get("cache")))
-    read_bytes = written_bytes = 0
-    entries = (stats.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []
-    for entry in entries:
-        op = str(entry.get("op", "")).lower()
-        if op == "read":
-            read_bytes += int(entry.get("value", 0))
-        elif op == "write":
-            written_bytes += int(entry.get("value", 0))
+    devices = blkio_devices((stats.get("blkio_stats") or {}).get("io_service_bytes_recursive"))
+    read_bytes, written_bytes = io_totals(devices)
     return CgroupStats(
         cpu_seconds=cpu_ns / 1e9,
         memory_usage_bytes=usage,
@@ -81,7 +81,24 @@ def _parse_stats(stats: Mapping[str, Any]) -> CgroupStats | None:
         cache_bytes=cache,
         read_bytes=read_bytes,
         written_bytes=written_bytes,
+        devices=devices,
     )
+
+
+def blkio_devices(entries: Any) -> tuple[DeviceIO, ...]:
+    """Bytes read and written per device from ``blkio_stats.io_service_bytes_recursive``.
+
+    Entries are ``{"major": 8, "minor": 0, "op": "Read", "value": 4096}``; the op is
+    capitalised on cgroup v1 and lowercase on v2. Other ops (Sync, Total, ...) are skipped.
+    """
+    ops = {"read": "read", "write": "written"}
+    triples = []
+    for entry in entries or ():
+        what = ops.get(str(entry.get("op", "")).lower())
+        if what is not None:
+            device = f"{entry.get('major')}:{entry.get('minor')}"
+            triples.append((device, what, str(entry.get("value", 0))))
+    return per_device(triples)
 
 
 def count_cpuset(cpuset: str) -> int | None:

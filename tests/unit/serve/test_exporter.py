@@ -6,6 +6,7 @@ import gzip
 import shutil
 import subprocess
 from collections.abc import Iterable
+from dataclasses import replace
 
 import pytest
 from prometheus_client import generate_latest
@@ -16,6 +17,7 @@ from prometheus_client.registry import CollectorRegistry
 from densityd import __version__
 from densityd.collect.sampler import SnapshotHolder
 from densityd.model import (
+    BlockDevice,
     DiskUsage,
     HostSample,
     Snapshot,
@@ -30,6 +32,7 @@ VM_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"
 
 # DESIGN §5: family name (as client_python names it, without _total) -> type, label names.
 WORKLOAD_LABELS = ("id", "kind", "name")
+DEVICE_LABELS = ("device", "id", "kind", "name")
 SCHEMA: dict[str, tuple[str, tuple[str, ...]]] = {
     "densityd_workload_info": ("gauge", ("id", "image", "kind", "name", "os", "state")),
     "densityd_workload_cpu_seconds": ("counter", WORKLOAD_LABELS),
@@ -38,8 +41,8 @@ SCHEMA: dict[str, tuple[str, tuple[str, ...]]] = {
     "densityd_workload_memory_limit_bytes": ("gauge", WORKLOAD_LABELS),
     "densityd_workload_disk_bytes": ("gauge", WORKLOAD_LABELS),
     "densityd_workload_disk_limit_bytes": ("gauge", WORKLOAD_LABELS),
-    "densityd_workload_disk_read_bytes": ("counter", WORKLOAD_LABELS),
-    "densityd_workload_disk_written_bytes": ("counter", WORKLOAD_LABELS),
+    "densityd_workload_disk_read_bytes": ("counter", DEVICE_LABELS),
+    "densityd_workload_disk_written_bytes": ("counter", DEVICE_LABELS),
     "densityd_host_cpu_cores": ("gauge", ()),
     "densityd_host_memory_bytes": ("gauge", ()),
     "densityd_host_memory_available_bytes": ("gauge", ()),
@@ -70,6 +73,7 @@ def container(**overrides: object) -> WorkloadSample:
         "disk_limit_bytes": None,
         "disk_read_bytes": 1000,
         "disk_written_bytes": 2000,
+        "block_devices": (BlockDevice("sda", "", read_bytes=1000, written_bytes=2000),),
     }
     values.update(overrides)
     return WorkloadSample(**values)  # type: ignore[arg-type]
@@ -86,8 +90,9 @@ def vm() -> WorkloadSample:
         memory_limit_bytes=536870912,
         disk_bytes=1073741824,
         disk_limit_bytes=10737418240,
-        disk_read_bytes=0,
+        disk_read_bytes=512,
         disk_written_bytes=0,
+        block_devices=(BlockDevice("vda", "/img/db.qcow2", 1073741824, 10737418240, 512, 0),),
     )
 
 
@@ -200,6 +205,58 @@ def test_counters_end_in_total_and_gauges_do_not() -> None:
     assert "densityd_source_errors_total{" in text
     assert "densityd_workload_disk_read_bytes_total{" in text
     assert "densityd_workload_disk_written_bytes_total{" in text
+
+
+def test_block_io_is_exported_per_device() -> None:
+    web, db = container(), vm()
+    families = collect(snapshot(web, db))
+    assert values(families["densityd_workload_disk_read_bytes"]) == {
+        (("device", "sda"), *identity(web)): 1000,
+        (("device", "vda"), *identity(db)): 512,
+    }
+    assert values(families["densityd_workload_disk_written_bytes"]) == {
+        (("device", "sda"), *identity(web)): 2000,
+        (("device", "vda"), *identity(db)): 0,
+    }
+
+
+def io_series(snap: Snapshot) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every block I/O counter sample of ``snap``'s exposition, by family and labels."""
+    families = collect(snap)
+    return {
+        (name, labels): value
+        for name in ("densityd_workload_disk_read_bytes", "densityd_workload_disk_written_bytes")
+        for labels, value in values(families[name]).items()
+    }
+
+
+def test_io_counters_stay_monotonic_when_a_disk_is_removed() -> None:
+    """vdb unplugged between two passes: its series ends, no series goes down."""
+    vda = BlockDevice("vda", "/img/a.raw", read_bytes=4096, written_bytes=1000)
+    vdb = BlockDevice("vdb", "/img/b.raw", read_bytes=8_000_000, written_bytes=2_000_000)
+    before = replace(vm(), disk_read_bytes=8_004_096, block_devices=(vda, vdb))
+    grown = replace(vda, read_bytes=8192, written_bytes=1500)
+    after = replace(vm(), disk_read_bytes=8192, block_devices=(grown,))
+    assert after.disk_read_bytes is not None and before.disk_read_bytes is not None
+    assert after.disk_read_bytes < before.disk_read_bytes  # the sum would read as a reset
+
+    first, second = io_series(snapshot(before)), io_series(snapshot(after))
+    assert len(first) == 4 and len(second) == 2
+    assert second.keys() < first.keys()
+    for key, value in second.items():
+        assert value >= first[key], key
+    assert {dict(labels)["device"] for _, labels in second} == {"vda"}
+
+
+def test_io_of_a_device_without_counters_or_a_stopped_workload_is_omitted() -> None:
+    unknown = container(block_devices=(BlockDevice("sdb", ""),))
+    off = replace(vm(), state="shutoff", running=False)
+    families = collect(snapshot(unknown, off))
+    assert families["densityd_workload_disk_read_bytes"].samples == []
+    assert families["densityd_workload_disk_written_bytes"].samples == []
+    assert values(families["densityd_vm_block_bytes"]) == {
+        (("device", "vda"), *identity(off)): 1073741824
+    }
 
 
 def test_unlimited_limits_are_omitted_not_zero() -> None:

@@ -19,6 +19,7 @@ from densityd.collect.sources.cgroups import (
     CgroupDriver,
     CgroupReader,
     CgroupStats,
+    DeviceIO,
     container_cgroup_path,
     expand_systemd_slice,
     parse_blkio_v1,
@@ -43,6 +44,9 @@ V1_EXPECTED = CgroupStats(
     read_bytes=0,  # the recorded blkio file is just "Total 0" (tmpfs writes no block I/O)
     written_bytes=0,
 )
+
+# What the recorded v2 io.stat says, per device (an NVMe disk and a SATA one).
+V2_DEVICES = (DeviceIO("259:0", 4902912, 1327104), DeviceIO("8:0", 106496, 36864))
 
 # A cgroup v1 blkio file for a container that read and wrote on two disks, in the format
 # Documentation/admin-guide/cgroup-v1/blkio-controller.rst gives (4.19+ adds Discard).
@@ -95,6 +99,7 @@ def test_v1_blkio_sums_read_and_write_over_devices(tmp_path: Path) -> None:
     stats = CgroupReader(root).read("docker/abc123")
     assert stats.read_bytes == 1048576 + 4096
     assert stats.written_bytes == 8192 + 2097152
+    assert stats.devices == (DeviceIO("8:16", 1048576, 8192), DeviceIO("8:0", 4096, 2097152))
 
 
 def test_v1_blkio_falls_back_to_the_cfq_file(tmp_path: Path) -> None:
@@ -156,6 +161,7 @@ def test_v2_systemd_read() -> None:
         cache_bytes=46878720,
         read_bytes=4902912 + 106496,
         written_bytes=1327104 + 36864,
+        devices=V2_DEVICES,
     )
 
 
@@ -190,16 +196,86 @@ def test_parse_flat_keyed_skips_lines_that_are_not_key_integer() -> None:
     assert parse_flat_keyed(text) == {"usage_usec": 10, "system_usec": 3}
 
 
-def test_parse_blkio_v1() -> None:
-    assert parse_blkio_v1(BLKIO_V1_TWO_DEVICES) == (1052672, 2105344)
-    assert parse_blkio_v1("Total 0\n") == (0, 0)
-    assert parse_blkio_v1("") == (0, 0)
+def test_parse_blkio_v1_per_device() -> None:
+    assert parse_blkio_v1(BLKIO_V1_TWO_DEVICES) == (
+        DeviceIO("8:16", 1048576, 8192),
+        DeviceIO("8:0", 4096, 2097152),
+    )
+    assert parse_blkio_v1("Total 0\n") == ()
+    assert parse_blkio_v1("") == ()
 
 
-def test_parse_io_stat_v2_ignores_discards() -> None:
+def test_parse_blkio_v1_adds_up_a_device_listed_twice_and_skips_bad_lines() -> None:
+    text = "8:0 Read 10\n8:0 Read 5\nsda Read 7\n8:0 Write x\n8:1 Write 3\n8:0 Total 15\n"
+    assert parse_blkio_v1(text) == (DeviceIO("8:0", 15, 0), DeviceIO("8:1", 0, 3))
+
+
+def test_parse_io_stat_v2_per_device_ignores_discards() -> None:
     text = (CGROUP / "v2-systemd/system.slice/docker-abc123.scope/io.stat").read_text()
-    assert parse_io_stat_v2(text) == (5009408, 1363968)
-    assert parse_io_stat_v2("") == (0, 0)
+    assert parse_io_stat_v2(text) == V2_DEVICES
+    assert parse_io_stat_v2("") == ()
+    assert parse_io_stat_v2("\n8:0\n") == ()  # a device with no counters yet
+
+
+# The same two files a moment later, after one device went away (8:16 on v1, the NVMe disk
+# 259:0 on v2) and the one left read 4 KiB more.
+BLKIO_V1_ONE_LEFT = """\
+8:0 Read 8192
+8:0 Write 2097152
+8:0 Sync 8192
+8:0 Async 2097152
+8:0 Discard 0
+8:0 Total 2105344
+Total 2105344
+"""
+IO_STAT_V2_ONE_LEFT = "8:0 rbytes=110592 wbytes=36864 rios=10 wios=4 dbytes=4096 dios=1\n"
+
+
+@pytest.mark.parametrize(
+    ("tree", "path", "io_file", "before_text", "after_text"),
+    [
+        (
+            "v1-cgroupfs",
+            "docker/abc123",
+            "blkio/docker/abc123/blkio.throttle.io_service_bytes_recursive",
+            BLKIO_V1_TWO_DEVICES,
+            BLKIO_V1_ONE_LEFT,
+        ),
+        (
+            "v2-systemd",
+            "system.slice/docker-abc123.scope",
+            "system.slice/docker-abc123.scope/io.stat",
+            None,  # the recorded file
+            IO_STAT_V2_ONE_LEFT,
+        ),
+    ],
+)
+def test_a_device_leaving_between_two_readings_leaves_the_others_counting_up(
+    tmp_path: Path,
+    tree: str,
+    path: str,
+    io_file: str,
+    before_text: str | None,
+    after_text: str,
+) -> None:
+    """A removed disk leaves the file: the sum drops, but each device left only grows."""
+    root = tmp_path / "cgroup"
+    shutil.copytree(CGROUP / tree, root)
+    file = root / io_file
+    if before_text is not None:
+        file.write_text(before_text)
+    reader = CgroupReader(root)
+    before = reader.read(path)
+    file.write_text(after_text)
+    after = reader.read(path)
+
+    assert after.read_bytes is not None and before.read_bytes is not None
+    assert after.read_bytes < before.read_bytes  # the fault: the sum goes down
+    earlier = {d.device: d for d in before.devices}
+    assert len(earlier) == 2 and [d.device for d in after.devices] == ["8:0"]
+    [left] = after.devices
+    assert left.read_bytes == earlier["8:0"].read_bytes + 4096
+    assert left.written_bytes == earlier["8:0"].written_bytes
 
 
 @pytest.mark.parametrize(

@@ -67,12 +67,16 @@ def source_over(labels: dict[str, str], allowlist: list[str]) -> DockerSource:
     inspect["Config"]["Env"] = [f"SECRET={SECRET}", "PATH=/usr/bin"]
     inspect["Config"]["Labels"] = labels
     stats = json.loads((FIXTURES / "stats-v1-20.10.json").read_text())
+    return fake_source(inspect, stats, label_allowlist=allowlist)
+
+
+def fake_source(inspect: dict[str, Any], stats: dict[str, Any], **options: Any) -> DockerSource:
+    """A Docker source on the stats API path whose engine answers ``inspect`` and ``stats``."""
     source = DockerSource(
-        docker_host="unix:///nonexistent.sock",
+        **{"docker_host": "unix:///nonexistent.sock", **options},
         cgroup_root="/nonexistent",
         stats_mode="api",
         api_workers=1,
-        label_allowlist=allowlist,
     )
     source._client = FakeClient(inspect, stats)
     source._engine = _EngineInfo("20.10", "cgroupfs", 1, "/var/lib/docker", "1.41")

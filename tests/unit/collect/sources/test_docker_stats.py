@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from densityd.collect.sources.cgroups import CgroupReader, CgroupStats
+from densityd.collect.sources.cgroups import CgroupReader, CgroupStats, DeviceIO
 from densityd.collect.sources.docker_stats import (
+    blkio_devices,
     count_cpuset,
     cpu_limit_cores,
     parse_docker_size,
@@ -73,6 +74,7 @@ def test_parse_stats_v2_docker_24() -> None:
         cache_bytes=46878720,
         read_bytes=4902912 + 106496,
         written_bytes=1327104 + 36864,
+        devices=(DeviceIO("259:0", 4902912, 1327104), DeviceIO("8:0", 106496, 36864)),
     )
 
 
@@ -105,6 +107,18 @@ def test_parse_stats_v1_capitalised_blkio_ops_are_summed() -> None:
     parsed = parse_stats(document)
     assert parsed is not None
     assert (parsed.read_bytes, parsed.written_bytes) == (5096, 8193)
+    assert parsed.devices == (DeviceIO("8:0", 4096, 8192), DeviceIO("8:16", 1000, 1))
+
+
+def test_blkio_devices_skip_entries_without_a_device_number_or_a_count() -> None:
+    entries = [
+        {"major": 8, "minor": 0, "op": "read", "value": 10},
+        {"op": "read", "value": 20},  # no device: it cannot be a series of its own
+        {"major": 8, "minor": 0, "op": "write", "value": "junk"},
+        {"major": 8, "minor": 0, "op": "read", "value": 5},  # the same device twice: added up
+    ]
+    assert blkio_devices(entries) == (DeviceIO("8:0", 15, 0),)
+    assert blkio_devices(None) == ()
 
 
 def test_parse_stats_of_a_stopped_container_is_none() -> None:
