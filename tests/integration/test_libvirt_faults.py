@@ -29,6 +29,7 @@ from tests.integration.backends import (
     value_of,
     virsh,
 )
+from tests.integration.data_age import DataAge
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +41,8 @@ class Libvirtd:
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
+        # The one this test started, if any: its exit must be reaped, or it lingers as a zombie.
+        self._started: subprocess.Popen[bytes] | None = None
 
     @property
     def pid(self) -> int:
@@ -61,6 +64,8 @@ class Libvirtd:
         """SIGTERM libvirtd and wait until its process is gone (QEMU keeps running)."""
         pid = self.pid
         os.kill(pid, signal.SIGTERM)
+        if self._started is not None and self._started.pid == pid:
+            self._started.wait(30)
         deadline = time.monotonic() + 30
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -69,7 +74,9 @@ class Libvirtd:
     def start(self) -> None:
         """Start libvirtd detached (it writes its PID file) and wait until it answers."""
         log = (self.log_dir / "libvirtd.log").open("ab")
-        subprocess.Popen(["libvirtd"], stdout=log, stderr=log, start_new_session=True)
+        self._started = subprocess.Popen(
+            ["libvirtd"], stdout=log, stderr=log, start_new_session=True
+        )
         deadline = time.monotonic() + 30
         while not self.answers():
             assert time.monotonic() < deadline, "libvirtd did not come back"
@@ -171,3 +178,27 @@ def test_domain_destroyed_mid_pass_is_skipped(vms: VMs) -> None:
     ids = {w.id for w in reading.workloads}
     assert survivor in ids
     assert victim not in ids
+
+
+def test_libvirtd_restarts_never_stall_the_other_sources(  # type: ignore[no-untyped-def]
+    start_daemon, docker_cli, vms: VMs, libvirtd: Libvirtd
+) -> None:
+    """Three libvirtd restarts at --interval 2: Docker's and the host's data never get older
+    than two intervals, and libvirt is back within two intervals of libvirtd answering."""
+    interval = 2.0
+    uuid = vms.define()
+    daemon = start_daemon(interval=interval)
+    daemon.wait_for(
+        lambda s: value_of(s, "densityd_workload_memory_bytes", id=uuid) is not None,
+        what="the VM before the restarts",
+    )
+    with DataAge(daemon) as ages:
+        for _ in range(3):
+            libvirtd.stop()
+            time.sleep(2)
+            libvirtd.start()  # returns once virsh gets an answer
+            assert_back_within_two_intervals(daemon, "libvirt", uuid, time.monotonic(), interval)
+    assert ages.scrapes > 20
+    for source in ("docker", "host"):
+        assert ages.worst[source] <= 2 * interval, (ages.worst, daemon.log())
+    assert "maximum number of running instances" not in daemon.log()
