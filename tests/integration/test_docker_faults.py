@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from tests.integration.backends import (
     missing_backend,
     value_of,
 )
+from tests.integration.engine_proxy import RecordingProxy
 
 pytestmark = pytest.mark.integration
 
@@ -261,3 +262,84 @@ def test_sigterm_and_sigint_stop_cleanly_even_with_a_frozen_backend(  # type: ig
         assert time.monotonic() - started < 5
     finally:
         private_dockerd.process.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture
+def slow_engine(
+    docker_cli: DockerCLI,
+) -> Iterator[Callable[[Callable[[str], float]], RecordingProxy]]:
+    """A proxy to the local engine that holds requests for as long as ``delay(path)`` says."""
+    directory = Path(tempfile.mkdtemp(prefix="densityd-slow-engine-"))
+    proxies: list[RecordingProxy] = []
+
+    def make(delay: Callable[[str], float]) -> RecordingProxy:
+        proxies.append(RecordingProxy(directory / f"docker-{len(proxies)}.sock", delay=delay))
+        return proxies[-1]
+
+    try:
+        yield make
+    finally:
+        for proxy in proxies:
+            proxy.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _is_size_scan(path: str) -> bool:
+    return "size=1" in path.partition("?")[2].split("&")
+
+
+WRITTEN = "dd if=/dev/zero of=/data/blob bs=1M count=3 2>/dev/null && exec sleep 3600"
+
+
+def test_a_slow_writable_layer_scan_has_disk_timeout_not_the_api_timeout(  # type: ignore[no-untyped-def]
+    start_daemon, containers: Containers, slow_engine
+) -> None:
+    """An engine that takes 3 s to walk the layers: the scan, bounded by --disk-timeout, gets
+    its answer, although every other call has a 1 s --docker-timeout."""
+    container = containers.run(command=WRITTEN)
+    proxy = slow_engine(lambda path: 3.0 if _is_size_scan(path) else 0.0)
+    daemon = start_daemon(
+        "--docker-host", proxy.url, "--docker-timeout", "1", "--disk-timeout", "30",
+        "--no-libvirt",
+    )  # fmt: skip
+    series = daemon.wait_for(
+        lambda s: (value_of(s, "densityd_workload_disk_bytes", id=container) or 0) >= 3 * 2**20,
+        timeout=20,
+        what="the container's writable layer from the slow scan",
+    )
+    assert value_of(series, "densityd_source_up", source="docker_disk") == 1
+    assert value_of(series, "densityd_source_errors_total", source="docker_disk") == 0
+    assert value_of(series, "densityd_source_up", source="docker") == 1
+    assert any(_is_size_scan(path) for _, path in proxy.requests)
+
+
+def test_a_failed_writable_layer_scan_is_retried_at_the_next_pass(  # type: ignore[no-untyped-def]
+    start_daemon, containers: Containers, slow_engine
+) -> None:
+    """A scan past its deadline is tried again a pass later, not a whole --disk-interval."""
+    container = containers.run(command=WRITTEN)
+    scans = 0
+
+    def first_scan_too_slow(path: str) -> float:
+        nonlocal scans
+        if not _is_size_scan(path):
+            return 0.0
+        scans += 1
+        return 4.0 if scans == 1 else 0.0
+
+    proxy = slow_engine(first_scan_too_slow)
+    daemon = start_daemon(
+        "--docker-host", proxy.url, "--disk-timeout", "2", "--disk-interval", "300",
+        "--no-libvirt",
+    )  # fmt: skip
+    started = time.monotonic()
+    series = daemon.wait_for(
+        lambda s: (value_of(s, "densityd_workload_disk_bytes", id=container) or 0) >= 3 * 2**20,
+        timeout=20,
+        what="the retried scan",
+    )
+    assert time.monotonic() - started < 15  # seconds, where --disk-interval is 300
+    assert value_of(series, "densityd_source_errors_total", source="docker_disk") == 1
+    assert value_of(series, "densityd_source_up", source="docker_disk") == 1
+    assert scans == 2
+    assert "source docker_disk is down: no answer within the 2s deadline" in daemon.log()
