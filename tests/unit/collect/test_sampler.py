@@ -152,6 +152,34 @@ def test_hung_source_is_reported_down_and_the_pass_returns_on_time(
     assert status_of(snapshot, "web").up
 
 
+def test_a_slow_source_never_holds_up_the_others() -> None:
+    """A pass waits ``pass_wait`` at most; a slower answer is the next pass's, not an error."""
+    calls = 0
+
+    def slow() -> SourceReading:
+        nonlocal calls
+        calls += 1
+        time.sleep(0.4)
+        return SourceReading(workloads=(workload(f"vm{calls}", WorkloadKind.VM),))
+
+    sampler = Sampler(
+        [FakeSource("libvirt", slow), returning(workload("web"))],
+        SnapshotHolder(),
+        timeout=5.0,
+        pass_wait=0.1,
+    )
+    begin = time.monotonic()
+    first = sampler.run_pass()
+    assert time.monotonic() - begin < 0.35  # a correctness bound (wait 0.1 s), not a benchmark
+    assert [w.name for w in first.workloads] == ["web"]  # libvirt has not answered yet
+    assert status_of(first, "libvirt").errors_total == 0
+    time.sleep(0.5)  # its call has answered meanwhile
+    second = sampler.run_pass()
+    assert [w.name for w in second.workloads] == ["web", "vm1"]  # the answer, a pass later
+    assert status_of(second, "libvirt").up
+    assert calls == 2  # and the second pass started the next call
+
+
 def test_a_stuck_call_is_not_started_again(gate: threading.Event) -> None:
     finished = threading.Event()
 
