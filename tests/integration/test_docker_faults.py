@@ -29,6 +29,7 @@ from tests.integration.backends import (
     missing_backend,
     value_of,
 )
+from tests.integration.data_age import DataAge
 from tests.integration.engine_proxy import RecordingProxy
 
 pytestmark = pytest.mark.integration
@@ -343,3 +344,30 @@ def test_a_failed_writable_layer_scan_is_retried_at_the_next_pass(  # type: igno
     assert value_of(series, "densityd_source_up", source="docker_disk") == 1
     assert scans == 2
     assert "source docker_disk is down: no answer within the 2s deadline" in daemon.log()
+
+
+def test_dockerd_restarts_never_stall_the_other_sources(  # type: ignore[no-untyped-def]
+    start_daemon, private_dockerd: PrivateDockerd, libvirt_ready: str
+) -> None:
+    """Three dockerd restarts at --interval 2: libvirt's and the host's data never get older
+    than two intervals, and Docker is back within two intervals of dockerd answering."""
+    interval = 2.0
+    container = private_dockerd.cli(
+        "run", "-d", "--name", "survivor", TINY_IMAGE, "sh", "-c", "sleep 3600"
+    )
+    daemon = start_daemon("--docker-host", private_dockerd.socket, interval=interval)
+    daemon.wait_for(
+        lambda s: value_of(s, "densityd_workload_memory_bytes", id=container) is not None,
+        what="the container before the restarts",
+    )
+    with DataAge(daemon) as ages:
+        for _ in range(3):
+            private_dockerd.stop()
+            time.sleep(2)
+            private_dockerd.start()  # returns once the engine answers (live-restore)
+            assert_back_within_two_intervals(
+                daemon, "docker", container, time.monotonic(), interval
+            )
+    assert ages.scrapes > 20
+    for source in ("libvirt", "host"):
+        assert ages.worst[source] <= 2 * interval, (ages.worst, daemon.log())
