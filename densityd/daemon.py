@@ -30,6 +30,7 @@ from densityd.history.recorder import HistoryRecorder
 from densityd.history.schema import HISTORY_FILE
 from densityd.history.store import HistoryStore
 from densityd.plan.live import LivePlan
+from densityd.serve.connections import Limits
 from densityd.serve.exporter import Exposition
 from densityd.serve.web import WebServer, make_app
 from densityd.serve.web_config import (
@@ -98,7 +99,17 @@ def run_daemon(settings: Settings) -> int:
     tls = web_config is not None and web_config.current().tls is not None
     # Bind first: a port in use should fail at once, before any backend is touched.
     server = WebServer(
-        app, host, port, tls_context=web_config.ssl_context if web_config and tls else None
+        app,
+        host,
+        port,
+        limits=Limits(
+            workers=settings.web_workers,
+            max_connections=settings.web_max_connections,
+            header_timeout=settings.web_header_timeout,
+            body_timeout=settings.web_body_timeout,
+            max_request_bytes=settings.web_max_request_bytes,
+        ),
+        tls_context=web_config.ssl_context if web_config and tls else None,
     )
     scheme = "https" if tls else "http"
     log.info("densityd %s listening on %s://%s:%d/metrics", __version__, scheme, host, server.port)
