@@ -30,16 +30,11 @@ from densityd.history.recorder import HistoryRecorder
 from densityd.history.schema import HISTORY_FILE
 from densityd.history.store import HistoryStore
 from densityd.plan.live import LivePlan
+from densityd.serve.basic_auth import PasswordChecker, require_basic_auth
 from densityd.serve.connections import Limits
 from densityd.serve.exporter import Exposition
 from densityd.serve.web import WebServer, make_app
-from densityd.serve.web_config import (
-    PasswordChecker,
-    WebConfigCollector,
-    WebConfigWatcher,
-    exposure_warning,
-    require_basic_auth,
-)
+from densityd.serve.web_config import WebConfigCollector, WebConfigWatcher, exposure_warning
 
 log = logging.getLogger("densityd")
 

@@ -18,15 +18,10 @@ loads leaves the previous configuration in force.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import ipaddress
 import logging
 import os
 import re
-import secrets
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -34,18 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import yaml
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from densityd.config import ConfigError
 
 log = logging.getLogger("densityd")
-
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
-
-REALM = "densityd"
 
 # Go's tls.ClientAuthType names. Python's ssl cannot ask for a certificate without verifying
 # it, so RequireAnyClientCert is refused rather than silently made stricter or looser;
@@ -317,81 +306,6 @@ class WebConfigWatcher:
         context = self.current().context
         assert context is not None, "TLS cannot be turned off by a reload"
         return context
-
-
-class PasswordChecker:
-    """bcrypt verification with a cache of successes, so that scrapes stay fast.
-
-    bcrypt costs ~100 ms at cost 10 by design. A success is remembered under a keyed hash of
-    the password and the stored hash (a changed hash misses the cache); failures are not, so
-    the cache cannot be grown by guessing.
-    """
-
-    def __init__(self, max_entries: int = 256) -> None:
-        self._key = secrets.token_bytes(32)
-        self._ok: set[bytes] = set()
-        self._max_entries = max_entries
-        self._lock = threading.Lock()
-        # Unknown users still pay one bcrypt, so that timing does not reveal who exists.
-        self._dummy = bcrypt.hashpw(b"densityd", bcrypt.gensalt(rounds=10))
-
-    def check(self, users: Mapping[str, str], user: str, password: str) -> bool:
-        """Whether ``password`` is ``user``'s."""
-        hashed = users.get(user)
-        stored = hashed.encode() if hashed is not None else self._dummy
-        token = hmac.new(
-            self._key, b"\0".join((user.encode(), stored, password.encode())), hashlib.sha256
-        ).digest()
-        with self._lock:
-            if token in self._ok:
-                return True
-        try:
-            ok = bcrypt.checkpw(password.encode(), stored)
-        except ValueError:
-            ok = False
-        if ok and hashed is not None:
-            with self._lock:
-                if len(self._ok) >= self._max_entries:
-                    self._ok.clear()
-                self._ok.add(token)
-        return ok and hashed is not None
-
-
-def basic_credentials(header: str) -> tuple[str, str] | None:
-    """User and password of an ``Authorization: Basic`` header, None if it is not one."""
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, sep, password = decoded.partition(":")
-    return (user, password) if sep else None
-
-
-def require_basic_auth(
-    app: WSGIApp, users: Callable[[], Mapping[str, str]], checker: PasswordChecker
-) -> WSGIApp:
-    """``app`` behind basic auth on every path, while ``users()`` is not empty."""
-
-    def guarded(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        current = users()
-        if not current:
-            return app(environ, start_response)
-        credentials = basic_credentials(environ.get("HTTP_AUTHORIZATION", ""))
-        if credentials is not None and checker.check(current, *credentials):
-            return app(environ, start_response)
-        start_response(
-            "401 Unauthorized",
-            [
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("WWW-Authenticate", f'Basic realm="{REALM}"'),
-            ],
-        )
-        return [b"Unauthorized\n"]
-
-    return guarded
 
 
 def is_loopback(host: str) -> bool:
