@@ -263,8 +263,10 @@ class WebConfigWatcher:
         self._path = path
         self._load = load
         self._lock = threading.Lock()
+        stamp = self._stamp_of(None)
         self._config = load(path)  # a bad file at start is the caller's ConfigError
-        self._stamp = self._current_stamp(self._config)
+        # Taken before the load, like every stamp: a write during the load is seen next time.
+        self._stamp = stamp
         self.last_reload_successful = True
 
     @property
@@ -272,34 +274,58 @@ class WebConfigWatcher:
         """The web config file."""
         return self._path
 
-    def _current_stamp(self, config: WebConfig) -> tuple[tuple[int, ...] | None, ...]:
-        return _fingerprint((self._path, *(config.tls.files if config.tls else ())))
+    def _stamp_of(self, config: WebConfig | None) -> tuple[tuple[int, ...] | None, ...]:
+        """The fingerprint of the file and of the certificate files ``config`` names."""
+        tls_files = config.tls.files if config is not None and config.tls else ()
+        return _fingerprint((self._path, *tls_files))
 
     def current(self) -> WebConfig:
         """The latest configuration that loaded, after reloading if anything changed."""
         with self._lock:
-            if self._current_stamp(self._config) != self._stamp:
-                self._reload()
+            # A config naming other certificate files than the stamp covered gives a stamp of
+            # another shape, hence one more load, which stamps the files it names.
+            now = self._stamp_of(self._config)
+            if now != self._stamp:
+                # Only the file set changed (at start, before the files named were known):
+                # the same file loaded again is not news.
+                self._reload(quiet=len(now) != len(self._stamp))
             return self._config
 
-    def _reload(self) -> None:
-        # Remember the stamp even on failure, so that a bad file is reported once, not on
-        # every connection, and retried when it changes again.
-        self._stamp = self._current_stamp(self._config)
+    def _reload(self, quiet: bool = False) -> None:
+        # The stamp is the one from before the load, never one taken after it: a write that
+        # lands during the load then differs from it, and the next connection loads again
+        # (taking it after the load lost such a write for good). It is kept on failure too,
+        # so that a bad file is reported once, not on every connection.
+        before = self._stamp_of(self._config)
+        self._stamp = before
         try:
+            if before[0] is not None and before[0][1] == 0:
+                # What an in-place rewrite looks like between truncating and writing; taken
+                # as "no auth" it would open the server until the write lands.
+                raise ConfigError(
+                    f"web config file {self._path} is empty (a rewrite under way?); to turn "
+                    "basic auth off, write basic_auth_users: {}"
+                )
             config = self._load(self._path)
             if (config.tls is None) != (self._config.tls is None):
                 raise ConfigError(
                     f"web config file {self._path}: turning TLS on or off needs a restart"
                 )
         except ConfigError as exc:
+            if self._stamp_of(self._config) != before:
+                return  # it changed while loading: a half-written file; load it again next time
             self.last_reload_successful = False
             log.error("%s; keeping the previous web configuration", exc)
             return
+        if self._stamp_of(self._config) != before:
+            # Rewritten while it was read: what was read may be half old and half new (basic
+            # auth cut off, say). Keep the previous configuration; the next connection sees
+            # the change against the stamp from before and loads the file whole.
+            log.debug("web config file %s changed while loading; loading it again", self._path)
+            return
         self._config = config
-        self._stamp = self._current_stamp(config)
         self.last_reload_successful = True
-        log.info("web config file %s reloaded", self._path)
+        log.log(logging.DEBUG if quiet else logging.INFO, "web config file %s reloaded", self._path)
 
     def ssl_context(self) -> ssl.SSLContext:
         """The TLS context for a new connection (only called when TLS is on)."""

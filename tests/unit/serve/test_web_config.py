@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 import bcrypt
@@ -171,8 +172,53 @@ def test_a_broken_file_keeps_the_previous_config_and_logs_once(
     assert len(errors) == 1
     assert "basic_auth_users.alice" in errors[0].getMessage()
     assert not watcher.last_reload_successful
-    write(path, "")
+    write(path, "basic_auth_users: {}\n")
     assert dict(watcher.current().users) == {}
+    assert watcher.last_reload_successful
+
+
+def rewriting_during_the_load(path: Path, text: str) -> Callable[[Path], WebConfig]:
+    """A loader that reads the file, then rewrites it in place before returning, once: the
+    write lands between the read and the end of the load, as a racing editor's would."""
+    raced = []
+
+    def load(what: Path) -> WebConfig:
+        config = load_web_config(what)
+        if not raced:
+            raced.append(True)
+            write(path, text)
+        return config
+
+    return load
+
+
+def test_a_rewrite_racing_the_load_is_loaded_next_time(tmp_path: Path) -> None:
+    path = write(tmp_path / "web.yml", f"basic_auth_users: {{alice: '{ALICE_HASH}'}}\n")
+    bob = f"basic_auth_users: {{alice: '{ALICE_HASH}', bob: '{ALICE_HASH}'}}\n"
+    watcher = WebConfigWatcher(path, load=rewriting_during_the_load(path, bob))
+    # The load at start read alice only; bob was written during it. Taking the stamp after
+    # the load (the old code) made bob's write look already loaded, for good.
+    assert set(watcher.current().users) == {"alice", "bob"}
+
+
+def test_a_reload_torn_by_an_in_place_rewrite_never_turns_auth_off(tmp_path: Path) -> None:
+    path = write(tmp_path / "web.yml", f"basic_auth_users: {{alice: '{ALICE_HASH}'}}\n")
+    carol = f"basic_auth_users: {{carol: '{ALICE_HASH}'}}\n"
+    loaders: list[Callable[[Path], WebConfig]] = [load_web_config]
+    watcher = WebConfigWatcher(path, load=lambda p: loaders[-1](p))
+    # An editor truncates the file in place; a reload between that and the write reads it
+    # empty, which must not be taken for "no users".
+    with path.open("r+") as editing:
+        editing.truncate()
+    os.utime(path, ns=(path.stat().st_mtime_ns + 10**9,) * 2)
+    assert set(watcher.current().users) == {"alice"}, "an empty file must not drop auth"
+    assert not watcher.last_reload_successful
+    # Half written: valid YAML without the users yet, the rest landing during the load.
+    write(path, "http_server_config: {}\n")
+    loaders.append(rewriting_during_the_load(path, carol))
+    assert set(watcher.current().users) == {"alice"}, "a torn read must not be adopted"
+    loaders.append(load_web_config)
+    assert set(watcher.current().users) == {"carol"}  # the whole file, at the next check
     assert watcher.last_reload_successful
 
 
