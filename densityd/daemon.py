@@ -89,7 +89,8 @@ def run_daemon(settings: Settings) -> int:
         plan=live_plan,
     )
     if web_config is not None:
-        checker = PasswordChecker()
+        # Half the workers at most wait for bcrypt: the others stay free for scrapes.
+        checker = PasswordChecker(max_waiting=max(1, settings.web_workers // 2))
         app = require_basic_auth(app, lambda: web_config.current().users, checker)
     tls = web_config is not None and web_config.current().tls is not None
     # Bind first: a port in use should fail at once, before any backend is touched.

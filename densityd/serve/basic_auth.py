@@ -4,9 +4,11 @@ bcrypt is slow on purpose (cost 10 is ~100 ms, cost 12 four times that), and the
 releases the GIL while it runs: unbounded, two clients guessing wrong passwords kept 1.9
 cores busy. As exporter-toolkit does, checks run one at a time (a lock), so guesses cost at
 most one core however many arrive; a password that verified once is answered from a cache
-without bcrypt, so scrapes do not queue behind guessers. An unknown user is checked against a
-dummy hash of the configured cost, so that it takes as long as a known user's wrong password
-and timing does not tell who exists.
+without bcrypt, so scrapes do not queue behind guessers. Only so many checks may wait for
+bcrypt at once (half the HTTP workers, in the daemon); one more is answered 503, so that
+guessers can never hold every worker and a scrape always finds one free. An unknown user is
+checked against a dummy hash of the configured cost, so that it takes as long as a known
+user's wrong password and timing does not tell who exists.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ def bcrypt_cost(hashed: str) -> int:
     return int(match.group(1)) if match else _DEFAULT_COST
 
 
+class BcryptBusy(Exception):
+    """As many checks as allowed are already waiting for bcrypt: try again later."""
+
+
 class PasswordChecker:
     """bcrypt verification, one at a time, with a cache of successes so that scrapes stay fast.
 
@@ -45,8 +51,9 @@ class PasswordChecker:
     guessing.
     """
 
-    def __init__(self, max_entries: int = 256) -> None:
+    def __init__(self, max_entries: int = 256, max_waiting: int = 4) -> None:
         self._key = secrets.token_bytes(32)
+        self._waiting = threading.BoundedSemaphore(max_waiting)
         self._ok: set[bytes] = set()
         self._max_entries = max_entries
         self._cache_lock = threading.Lock()
@@ -54,7 +61,7 @@ class PasswordChecker:
         self._dummies: dict[int, bytes] = {}
 
     def check(self, users: Mapping[str, str], user: str, password: str) -> bool:
-        """Whether ``password`` is ``user``'s."""
+        """Whether ``password`` is ``user``'s; ``BcryptBusy`` when too many checks wait."""
         hashed = users.get(user)
         token = hmac.new(
             self._key,
@@ -65,12 +72,18 @@ class PasswordChecker:
             with self._cache_lock:
                 if token in self._ok:
                     return True
-        with self._bcrypt_lock:
-            stored = hashed.encode() if hashed is not None else self._dummy(users)
-            try:
-                ok = bcrypt.checkpw(password.encode(), stored)
-            except ValueError:
-                ok = False
+        # Refused alike for known and unknown users, so being busy tells nothing of who exists.
+        if not self._waiting.acquire(blocking=False):
+            raise BcryptBusy
+        try:
+            with self._bcrypt_lock:
+                stored = hashed.encode() if hashed is not None else self._dummy(users)
+                try:
+                    ok = bcrypt.checkpw(password.encode(), stored)
+                except ValueError:
+                    ok = False
+        finally:
+            self._waiting.release()
         if ok and hashed is not None:
             with self._cache_lock:
                 if len(self._ok) >= self._max_entries:
@@ -126,8 +139,15 @@ def require_basic_auth(
         if not current or environ.get("PATH_INFO") in open_paths:
             return app(environ, start_response)
         credentials = basic_credentials(environ.get("HTTP_AUTHORIZATION", ""))
-        if credentials is not None and checker.check(current, *credentials):
-            return app(environ, start_response)
+        try:
+            if credentials is not None and checker.check(current, *credentials):
+                return app(environ, start_response)
+        except BcryptBusy:
+            start_response(
+                "503 Service Unavailable",
+                [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", "1")],
+            )
+            return [b"too many password checks under way; try again later\n"]
         start_response(
             "401 Unauthorized",
             [

@@ -13,6 +13,7 @@ import bcrypt
 import pytest
 
 from densityd.serve.basic_auth import (
+    BcryptBusy,
     PasswordChecker,
     basic_credentials,
     bcrypt_cost,
@@ -126,7 +127,7 @@ def test_bcrypt_checks_run_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> Non
                 running[0] -= 1
 
     monkeypatch.setattr(bcrypt, "checkpw", watched)
-    checker = PasswordChecker()
+    checker = PasswordChecker(max_waiting=8)
     users = {"alice": ALICE_HASH}
     guesses = [
         threading.Thread(target=checker.check, args=(users, user, "wrong"))
@@ -160,3 +161,32 @@ def test_an_unknown_user_is_checked_against_a_hash_of_the_configured_cost(
 def test_bcrypt_cost() -> None:
     assert bcrypt_cost("$2y$12$" + "a" * 53) == 12
     assert bcrypt_cost(ALICE_HASH) == 4
+
+
+def test_past_max_waiting_a_check_is_refused_as_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    entered, release = threading.Event(), threading.Event()
+    real = bcrypt.checkpw
+
+    def held(password: bytes, hashed: bytes) -> bool:
+        entered.set()
+        release.wait(10)
+        return real(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", held)
+    checker = PasswordChecker(max_waiting=1)
+    users = {"alice": ALICE_HASH}
+    app = require_basic_auth(inner, lambda: users, checker)
+    first = threading.Thread(target=checker.check, args=(users, "alice", "wrong"))
+    first.start()
+    try:
+        assert entered.wait(10)
+        for user in ("alice", "mallory"):  # alike for known and unknown users
+            with pytest.raises(BcryptBusy):
+                checker.check(users, user, "wrong")
+        status, headers, _body = call(app, "Basic " + base64.b64encode(b"alice:x").decode())
+        assert status == "503 Service Unavailable"
+        assert headers["Retry-After"] == "1"
+    finally:
+        release.set()
+        first.join()
+    assert checker.check(users, "alice", "secret")  # free again
