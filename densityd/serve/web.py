@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 import json
-import ssl
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -27,9 +26,7 @@ from densityd.serve.connections import HTTPServer
 from densityd.serve.exporter import Exposition
 from densityd.serve.http_wire import StartResponse, WSGIApp
 
-__all__ = ["TLSContext", "WSGIApp", "WebServer", "health", "make_app"]
-
-TLSContext = Callable[[], ssl.SSLContext]
+__all__ = ["WSGIApp", "WebServer", "health", "make_app", "plan_request_from_query"]
 
 
 def _landing_page(holder: SnapshotHolder) -> bytes:
