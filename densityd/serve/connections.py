@@ -206,7 +206,11 @@ class HTTPServer:
                 elif key.data is self._wake_read:
                     self._take_returned()
                 else:
-                    self._ready(key.data, events)
+                    try:
+                        self._ready(key.data, events)
+                    except Exception:  # a bug must cost one connection, never the server
+                        log.exception("HTTP connection from %s failed", key.data.client[0])
+                        self._close(key.data)
             now = time.monotonic()
             if self._accept_paused_until is not None and now >= self._accept_paused_until:
                 self._accept_paused_until = None
@@ -434,7 +438,11 @@ class HTTPServer:
                 if job is not None:
                     self._returned.put((job.connection, False))
                 return
-            keep = self._answer(job)
+            try:
+                keep = self._answer(job)
+            except Exception:  # a bug must cost one connection, never a worker
+                log.exception("answering %s failed", job.connection.client[0])
+                keep = False
             self._returned.put((job.connection, keep))
             self._wake()
 

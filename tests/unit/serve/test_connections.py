@@ -241,3 +241,16 @@ def test_tls_clients_that_never_handshake_do_not_block_the_others(pki: PKI, tmp_
         for sock in silent:
             sock.close()
         server.stop()
+
+
+def test_an_app_that_raises_gets_500_and_the_worker_serves_on(
+    serve: Callable[..., HTTPServer],
+) -> None:
+    def broken(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ["PATH_INFO"] == "/boom":
+            raise RuntimeError("boom")
+        return ok_app(environ, start_response)
+
+    server = serve(broken, workers=1)
+    assert ask(server.port, b"GET /boom HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 500 ")
+    assert ask(server.port).startswith(b"HTTP/1.1 200 OK")
