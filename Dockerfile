@@ -44,10 +44,12 @@ ENV PATH=/opt/densityd/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
     PYTHONUNBUFFERED=1 \
     DENSITYD_STATE_DIR=/var/lib/densityd
 EXPOSE 9847
-# /healthz on the port of DENSITYD_LISTEN_ADDRESS (so set a non-default address there rather
-# than with the flag); a wildcard address is checked on loopback.
+# `densityd healthcheck` asks /healthz as the daemon serves it: on the port of
+# DENSITYD_LISTEN_ADDRESS (a wildcard address on loopback), over TLS trusting cert_file when
+# DENSITYD_WEB_CONFIG_FILE has tls_server_config; /healthz needs no basic auth. It reads the
+# environment and /etc/densityd/densityd.toml, not `run`'s flags: set those two there.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python3", "-c", "import os, urllib.request; host, _, port = os.environ.get('DENSITYD_LISTEN_ADDRESS', '0.0.0.0:9847').rpartition(':'); host = {'': '127.0.0.1', '0.0.0.0': '127.0.0.1', '[::]': '[::1]'}.get(host, host); urllib.request.urlopen(f'http://{host}:{port}/healthz', timeout=4)"]
+    CMD ["densityd", "healthcheck"]
 ENTRYPOINT ["densityd"]
 CMD ["run"]
 COPY --from=build /opt/densityd /opt/densityd

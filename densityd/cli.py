@@ -1,9 +1,10 @@
-"""The ``densityd`` command: ``run`` the daemon, ``sample`` once, ``plan``, ``--version``.
+"""The ``densityd`` command: ``run`` the daemon, ``sample`` once, ``plan``, ``healthcheck``.
 
 Every setting of ``config.Settings`` is a flag of both subcommands, generated from the model
 so that flags, environment variables and TOML keys cannot drift apart. Bad flags and bad
 values exit with status 2 and one line naming the setting. This module only parses and
-dispatches: ``run`` to ``daemon``, ``sample`` to ``collect.once``, ``plan`` to ``plan.command``.
+dispatches: ``run`` to ``daemon``, ``sample`` to ``collect.once``, ``plan`` to ``plan.command``,
+``healthcheck`` to ``serve.healthcheck``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import sys
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from densityd import __version__
@@ -21,6 +23,7 @@ from densityd.config import ConfigError, Settings, flag_name, load_settings, res
 from densityd.daemon import run_daemon
 from densityd.plan.command import plan_command
 from densityd.plan.request import KINDS
+from densityd.serve.healthcheck import healthcheck_command
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +88,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_settings_flags(sample)
     _add_plan_parser(commands)
+    _add_healthcheck_parser(commands)
     return parser
+
+
+def _add_healthcheck_parser(commands: Any) -> None:
+    check = commands.add_parser(
+        "healthcheck",
+        help="exit 0 if the local daemon's /healthz answers 200 (the image's HEALTHCHECK)",
+        description="Ask /healthz on the port of --listen-address, over TLS when the "
+        "--web-config-file has tls_server_config (trusting its cert_file). Reads the same "
+        "settings as run: give the daemon's address and web config through the environment "
+        "or the TOML file so both see them.",
+    )
+    check.add_argument(
+        "--client-cert", metavar="FILE", help="client certificate, for mutual TLS (PEM)"
+    )
+    check.add_argument(
+        "--client-key", metavar="FILE", help="its key (default: in --client-cert's file)"
+    )
+    _add_settings_flags(check)
 
 
 def _add_plan_parser(commands: Any) -> None:
@@ -242,14 +264,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"densityd: {exc}", file=sys.stderr)
         return 2
-    if args.command == "plan" and not hasattr(args, "log_level"):
-        # A plan's output is the point: keep the sources' start-up lines out of it.
+    if args.command in ("plan", "healthcheck") and not hasattr(args, "log_level"):
+        # A plan's output (a health check's one line) is the point: keep info lines out.
         settings = settings.model_copy(update={"log_level": "WARNING"})
     _setup_logging(settings.log_level)
     if args.command == "run":
         return run_daemon(settings)
     if args.command == "plan":
         return plan_command(settings, args)
+    if args.command == "healthcheck":
+        return healthcheck_command(
+            settings,
+            Path(args.client_cert) if args.client_cert else None,
+            Path(args.client_key) if args.client_key else None,
+        )
     if args.cpu_window < 0:
         parser.error("--cpu-window: must be 0 or more")
     return sample_command(settings, args.output, args.cpu_window)

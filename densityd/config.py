@@ -74,6 +74,31 @@ class Settings(BaseSettings):
         description="exporter-toolkit web config file (YAML) for TLS and basic auth; "
         "re-read when it or the certificates change (default: plain HTTP, no auth).",
     )
+    web_workers: int = Field(
+        8, ge=1, le=256, description="Threads that answer HTTP requests (a fixed pool)."
+    )
+    web_max_connections: int = Field(
+        1024,
+        ge=1,
+        description="Most HTTP connections open at once; one more is answered 503 and "
+        "closed (lowered to fit the file descriptor limit).",
+    )
+    web_header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client has to send a whole request head (from connecting, "
+        "or from the previous answer on a kept-alive connection).",
+    )
+    web_body_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client has to send a request body, and to take an answer.",
+    )
+    web_max_request_bytes: int = Field(
+        8192,
+        ge=1024,
+        description="Largest request, head and body together; larger ones get 431 or 413.",
+    )
     interval: float = Field(15.0, gt=0, description="Seconds between sampling passes.")
     disk_interval: float = Field(
         300.0,

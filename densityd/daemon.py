@@ -24,15 +24,11 @@ from densityd.history.recorder import HistoryRecorder
 from densityd.history.schema import HISTORY_FILE
 from densityd.history.store import HistoryStore
 from densityd.plan.live import LivePlan
+from densityd.serve.basic_auth import PasswordChecker, require_basic_auth
+from densityd.serve.connections import Limits
 from densityd.serve.exporter import Exposition
 from densityd.serve.web import WebServer, make_app
-from densityd.serve.web_config import (
-    PasswordChecker,
-    WebConfigCollector,
-    WebConfigWatcher,
-    exposure_warning,
-    require_basic_auth,
-)
+from densityd.serve.web_config import WebConfigCollector, WebConfigWatcher, exposure_warning
 
 log = logging.getLogger("densityd")
 
@@ -87,12 +83,23 @@ def run_daemon(settings: Settings) -> int:
         plan=live_plan,
     )
     if web_config is not None:
-        checker = PasswordChecker()
+        # Half the workers at most wait for bcrypt: the others stay free for scrapes.
+        checker = PasswordChecker(max_waiting=max(1, settings.web_workers // 2))
         app = require_basic_auth(app, lambda: web_config.current().users, checker)
     tls = web_config is not None and web_config.current().tls is not None
     # Bind first: a port in use should fail at once, before any backend is touched.
     server = WebServer(
-        app, host, port, tls_context=web_config.ssl_context if web_config and tls else None
+        app,
+        host,
+        port,
+        limits=Limits(
+            workers=settings.web_workers,
+            max_connections=settings.web_max_connections,
+            header_timeout=settings.web_header_timeout,
+            body_timeout=settings.web_body_timeout,
+            max_request_bytes=settings.web_max_request_bytes,
+        ),
+        tls_context=web_config.ssl_context if web_config and tls else None,
     )
     scheme = "https" if tls else "http"
     log.info("densityd %s listening on %s://%s:%d/metrics", __version__, scheme, host, server.port)

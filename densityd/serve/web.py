@@ -1,23 +1,17 @@
-"""The HTTP server: ``/metrics``, ``/api/v1/plan``, a landing page at ``/``, ``/healthz``.
+"""The HTTP app: ``/metrics``, ``/api/v1/plan``, a landing page at ``/``, ``/healthz``.
 
-A threaded WSGI server so that a slow client never holds up the next scrape; every handler
-reads only in-memory state.
+Served by ``connections.HTTPServer`` (a bounded pool, timeouts, size limits), so that a slow
+or hostile client never holds up the next scrape; every handler reads only in-memory state.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import logging
-import socket
-import ssl
-import threading
 import time
 from collections.abc import Callable, Iterable
-from socketserver import ThreadingMixIn
 from typing import Any
 from urllib.parse import parse_qs
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -28,53 +22,11 @@ from densityd.plan.core.model import View
 from densityd.plan.core.quantity import QuantityError, parse_profile
 from densityd.plan.live import LivePlan
 from densityd.plan.request import KINDS, VIEWS, PlanRequest, PlanRequestError
+from densityd.serve.connections import HTTPServer
 from densityd.serve.exporter import Exposition
+from densityd.serve.http_wire import StartResponse, WSGIApp
 
-log = logging.getLogger("densityd")
-
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
-TLSContext = Callable[[], ssl.SSLContext]
-
-# A client that connects and never finishes its TLS handshake must not hold a thread forever.
-HANDSHAKE_TIMEOUT = 10.0
-
-
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    tls_context: TLSContext | None = None
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        """Handle one connection, after a TLS handshake on it when TLS is on.
-
-        The handshake runs here, on the connection's own thread, not in the accept loop,
-        so that a slow or hostile client delays nobody else. The context is fetched per
-        connection, so a reloaded certificate applies to the next connection.
-        """
-        if self.tls_context is None:
-            super().finish_request(request, client_address)
-            return
-        try:
-            request.settimeout(HANDSHAKE_TIMEOUT)
-            tls = self.tls_context().wrap_socket(request, server_side=True)
-            tls.settimeout(None)
-        except (OSError, ssl.SSLError) as exc:  # plain HTTP, no client certificate, ...
-            log.debug("TLS handshake with %s failed: %s", client_address[0], exc)
-            return
-        try:
-            super().finish_request(tls, client_address)
-        finally:
-            # wrap_socket detached ``request``; the TLS socket is the one to close.
-            self.shutdown_request(tls)
-
-
-class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
-    address_family = socket.AF_INET6
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Scrapes every few seconds would flood the log; stay quiet."""
+__all__ = ["WSGIApp", "WebServer", "health", "make_app", "plan_request_from_query"]
 
 
 def _landing_page(holder: SnapshotHolder) -> bytes:
@@ -189,30 +141,8 @@ def make_app(
     return app
 
 
-class WebServer:
-    """Serves the app on a background thread until stopped.
+class WebServer(HTTPServer):
+    """Serves the app on background threads until stopped (``connections.HTTPServer``).
 
     With ``tls_context``, every connection speaks TLS with the context it returns then.
     """
-
-    def __init__(
-        self, app: WSGIApp, host: str, port: int, tls_context: TLSContext | None = None
-    ) -> None:
-        server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
-        self._server = make_server(host, port, app, server_class, _QuietHandler)
-        self._server.tls_context = tls_context
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
-
-    @property
-    def port(self) -> int:
-        """The bound port (useful when 0 was asked for)."""
-        return int(self._server.server_address[1])
-
-    def start(self) -> None:
-        """Start serving."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self._server.shutdown()
-        self._server.server_close()

@@ -18,15 +18,10 @@ loads leaves the previous configuration in force.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import ipaddress
 import logging
 import os
 import re
-import secrets
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -34,18 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import yaml
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from densityd.config import ConfigError
 
 log = logging.getLogger("densityd")
-
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
-
-REALM = "densityd"
 
 # Go's tls.ClientAuthType names. Python's ssl cannot ask for a certificate without verifying
 # it, so RequireAnyClientCert is refused rather than silently made stricter or looser;
@@ -274,8 +263,10 @@ class WebConfigWatcher:
         self._path = path
         self._load = load
         self._lock = threading.Lock()
+        stamp = self._stamp_of(None)
         self._config = load(path)  # a bad file at start is the caller's ConfigError
-        self._stamp = self._current_stamp(self._config)
+        # Taken before the load, like every stamp: a write during the load is seen next time.
+        self._stamp = stamp
         self.last_reload_successful = True
 
     @property
@@ -283,115 +274,64 @@ class WebConfigWatcher:
         """The web config file."""
         return self._path
 
-    def _current_stamp(self, config: WebConfig) -> tuple[tuple[int, ...] | None, ...]:
-        return _fingerprint((self._path, *(config.tls.files if config.tls else ())))
+    def _stamp_of(self, config: WebConfig | None) -> tuple[tuple[int, ...] | None, ...]:
+        """The fingerprint of the file and of the certificate files ``config`` names."""
+        tls_files = config.tls.files if config is not None and config.tls else ()
+        return _fingerprint((self._path, *tls_files))
 
     def current(self) -> WebConfig:
         """The latest configuration that loaded, after reloading if anything changed."""
         with self._lock:
-            if self._current_stamp(self._config) != self._stamp:
-                self._reload()
+            # A config naming other certificate files than the stamp covered gives a stamp of
+            # another shape, hence one more load, which stamps the files it names.
+            now = self._stamp_of(self._config)
+            if now != self._stamp:
+                # Only the file set changed (at start, before the files named were known):
+                # the same file loaded again is not news.
+                self._reload(quiet=len(now) != len(self._stamp))
             return self._config
 
-    def _reload(self) -> None:
-        # Remember the stamp even on failure, so that a bad file is reported once, not on
-        # every connection, and retried when it changes again.
-        self._stamp = self._current_stamp(self._config)
+    def _reload(self, quiet: bool = False) -> None:
+        # The stamp is the one from before the load, never one taken after it: a write that
+        # lands during the load then differs from it, and the next connection loads again
+        # (taking it after the load lost such a write for good). It is kept on failure too,
+        # so that a bad file is reported once, not on every connection.
+        before = self._stamp_of(self._config)
+        self._stamp = before
         try:
+            if before[0] is not None and before[0][1] == 0:
+                # What an in-place rewrite looks like between truncating and writing; taken
+                # as "no auth" it would open the server until the write lands.
+                raise ConfigError(
+                    f"web config file {self._path} is empty (a rewrite under way?); to turn "
+                    "basic auth off, write basic_auth_users: {}"
+                )
             config = self._load(self._path)
             if (config.tls is None) != (self._config.tls is None):
                 raise ConfigError(
                     f"web config file {self._path}: turning TLS on or off needs a restart"
                 )
         except ConfigError as exc:
+            if self._stamp_of(self._config) != before:
+                return  # it changed while loading: a half-written file; load it again next time
             self.last_reload_successful = False
             log.error("%s; keeping the previous web configuration", exc)
             return
+        if self._stamp_of(self._config) != before:
+            # Rewritten while it was read: what was read may be half old and half new (basic
+            # auth cut off, say). Keep the previous configuration; the next connection sees
+            # the change against the stamp from before and loads the file whole.
+            log.debug("web config file %s changed while loading; loading it again", self._path)
+            return
         self._config = config
-        self._stamp = self._current_stamp(config)
         self.last_reload_successful = True
-        log.info("web config file %s reloaded", self._path)
+        log.log(logging.DEBUG if quiet else logging.INFO, "web config file %s reloaded", self._path)
 
     def ssl_context(self) -> ssl.SSLContext:
         """The TLS context for a new connection (only called when TLS is on)."""
         context = self.current().context
         assert context is not None, "TLS cannot be turned off by a reload"
         return context
-
-
-class PasswordChecker:
-    """bcrypt verification with a cache of successes, so that scrapes stay fast.
-
-    bcrypt costs ~100 ms at cost 10 by design. A success is remembered under a keyed hash of
-    the password and the stored hash (a changed hash misses the cache); failures are not, so
-    the cache cannot be grown by guessing.
-    """
-
-    def __init__(self, max_entries: int = 256) -> None:
-        self._key = secrets.token_bytes(32)
-        self._ok: set[bytes] = set()
-        self._max_entries = max_entries
-        self._lock = threading.Lock()
-        # Unknown users still pay one bcrypt, so that timing does not reveal who exists.
-        self._dummy = bcrypt.hashpw(b"densityd", bcrypt.gensalt(rounds=10))
-
-    def check(self, users: Mapping[str, str], user: str, password: str) -> bool:
-        """Whether ``password`` is ``user``'s."""
-        hashed = users.get(user)
-        stored = hashed.encode() if hashed is not None else self._dummy
-        token = hmac.new(
-            self._key, b"\0".join((user.encode(), stored, password.encode())), hashlib.sha256
-        ).digest()
-        with self._lock:
-            if token in self._ok:
-                return True
-        try:
-            ok = bcrypt.checkpw(password.encode(), stored)
-        except ValueError:
-            ok = False
-        if ok and hashed is not None:
-            with self._lock:
-                if len(self._ok) >= self._max_entries:
-                    self._ok.clear()
-                self._ok.add(token)
-        return ok and hashed is not None
-
-
-def basic_credentials(header: str) -> tuple[str, str] | None:
-    """User and password of an ``Authorization: Basic`` header, None if it is not one."""
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, sep, password = decoded.partition(":")
-    return (user, password) if sep else None
-
-
-def require_basic_auth(
-    app: WSGIApp, users: Callable[[], Mapping[str, str]], checker: PasswordChecker
-) -> WSGIApp:
-    """``app`` behind basic auth on every path, while ``users()`` is not empty."""
-
-    def guarded(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        current = users()
-        if not current:
-            return app(environ, start_response)
-        credentials = basic_credentials(environ.get("HTTP_AUTHORIZATION", ""))
-        if credentials is not None and checker.check(current, *credentials):
-            return app(environ, start_response)
-        start_response(
-            "401 Unauthorized",
-            [
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("WWW-Authenticate", f'Basic realm="{REALM}"'),
-            ],
-        )
-        return [b"Unauthorized\n"]
-
-    return guarded
 
 
 def is_loopback(host: str) -> bool:

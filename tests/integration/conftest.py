@@ -69,8 +69,10 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
         env: dict[str, str] | None = None,
         scheme: str = "http",
         probe: dict[str, Any] | None = None,
+        preexec: Callable[[], None] | None = None,
     ) -> Daemon:
-        """``probe``: more ``requests.get`` arguments for the health check (TLS, auth)."""
+        """``probe``: more ``requests.get`` arguments for the health check (TLS, auth);
+        ``preexec``: run in the child before densityd starts (resource limits)."""
         port = free_port()
         log_path = tmp_path / f"densityd-{port}.log"
         command = [
@@ -93,6 +95,7 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
             stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, **(env or {})},
+            preexec_fn=preexec,
         )
         daemon = Daemon(process, f"{scheme}://127.0.0.1:{port}", log_path)
         daemons.append(daemon)

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import bcrypt
 import pytest
 import requests
 
@@ -35,6 +36,7 @@ from tests.integration.backends import (
     parse_metrics,
     value_of,
 )
+from tests.pki import make_pki
 
 pytestmark = pytest.mark.integration
 
@@ -192,7 +194,7 @@ def test_image_runs_as_non_root_with_a_healthcheck(docker_cli: DockerCLI, image:
     assert "9847/tcp" in inspected["ExposedPorts"]
     assert "/var/lib/densityd" in inspected["Volumes"]
     assert "DENSITYD_STATE_DIR=/var/lib/densityd" in inspected["Env"]
-    assert inspected["Healthcheck"]["Test"][0] == "CMD"
+    assert inspected["Healthcheck"]["Test"] == ["CMD", "densityd", "healthcheck"]
     # The build tools stayed in the build stage.
     shell = ("run", "--rm", "--network", "none", "--entrypoint", "sh", image, "-c")
     assert docker_cli(*shell, "id -u; command -v gcc || true") == "10001"
@@ -292,3 +294,62 @@ def test_container_serves_the_hosts_containers(
         assert docker_cli("exec", name, "id", "-un") == "densityd"
     finally:
         docker_cli("rm", "-f", name, check=False)
+
+
+def wait_for_health(docker: DockerCLI, name: str, timeout: float = 60) -> str:
+    """The container's health status once it leaves "starting" (or at the deadline)."""
+    deadline = time.monotonic() + timeout
+    status = ""
+    while time.monotonic() < deadline:
+        status = docker("inspect", "--format", "{{.State.Health.Status}}", name)
+        if status != "starting":
+            break
+        time.sleep(1)
+    return status
+
+
+def test_health_check_passes_with_tls_and_basic_auth(docker_cli: DockerCLI, image: str) -> None:
+    """With the web config the daemon runs with (TLS and basic auth, from the environment)
+    the image's health check turns healthy; the old plain-HTTP check got 401 or nothing."""
+    with tempfile.TemporaryDirectory(prefix="densityd-web-", dir="/var/tmp") as tmp:
+        # Readable by the image's user (uid 10001): a test key, nothing to protect.
+        directory = Path(tmp)
+        directory.chmod(0o755)
+        pki = make_pki(directory / "pki")
+        (directory / "pki").chmod(0o755)
+        for path in (directory / "pki").iterdir():
+            path.chmod(0o644)
+        hashed = bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=10)).decode()
+        (pki.directory / "web.yml").write_text(
+            "tls_server_config: {cert_file: server.crt, key_file: server.key}\n"
+            f"basic_auth_users: {{prometheus: '{hashed}'}}\n"
+        )
+        (pki.directory / "web.yml").chmod(0o644)
+        port = free_port()
+        name = f"densityd-test-{uuid.uuid4().hex[:8]}"
+        docker_cli(
+            "run", "-d", "--name", name, "--label", f"{TEST_LABEL}=1", "--network", "host",
+            "-v", f"{pki.directory}:/etc/densityd/web:ro",
+            "-e", f"DENSITYD_LISTEN_ADDRESS=0.0.0.0:{port}",
+            "-e", "DENSITYD_WEB_CONFIG_FILE=/etc/densityd/web/web.yml",
+            "--health-interval", "2s", "--health-start-period", "0s",
+            image, "run", "--interval", "1", "--no-docker", "--no-libvirt",
+        )  # fmt: skip
+        try:
+            status = wait_for_health(docker_cli, name)
+            assert status == "healthy", container_log(docker_cli, name) + docker_cli(
+                "inspect", "--format", "{{json .State.Health}}", name
+            )
+            response = requests.get(
+                f"https://127.0.0.1:{port}/metrics",
+                verify=str(pki.ca),
+                auth=("prometheus", "secret"),
+                timeout=10,
+            )
+            assert response.status_code == 200
+            unauthenticated = requests.get(
+                f"https://127.0.0.1:{port}/metrics", verify=str(pki.ca), timeout=10
+            )
+            assert unauthenticated.status_code == 401
+        finally:
+            docker_cli("rm", "-f", name, check=False)

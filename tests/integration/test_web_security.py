@@ -78,8 +78,11 @@ def test_basic_auth_over_tls(start_daemon: Callable[..., Daemon], pki: PKI) -> N
         assert response.status_code == 401, auth
         assert response.headers["WWW-Authenticate"] == 'Basic realm="densityd"'
         assert "densityd_" not in response.text
-    for other in ("/", "/healthz", "/api/v1/plan"):
+    for other in ("/", "/api/v1/plan"):
         assert requests.get(daemon.url + other, verify=str(pki.ca), timeout=10).status_code == 401
+    # /healthz is open to health checks, and says nothing but whether passes finish.
+    health = requests.get(daemon.url + "/healthz", verify=str(pki.ca), timeout=10)
+    assert (health.status_code, health.text) == (200, "ok\n")
     response = requests.get(url, verify=str(pki.ca), auth=("alice", "secret"), timeout=10)
     assert response.status_code == 200
     assert "densityd_web_config_last_reload_successful 1.0" in response.text
@@ -176,6 +179,64 @@ def test_a_rotated_certificate_is_served_without_a_restart(
         assert time.monotonic() < deadline, "the failed reload is not exported"
         time.sleep(0.2)
     assert "keeping the previous web configuration" in daemon.log()
+
+
+def healthcheck(daemon: Daemon, web_yml: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``densityd healthcheck`` as the image runs it: the daemon's settings in the environment."""
+    env = {
+        **os.environ,
+        "DENSITYD_LISTEN_ADDRESS": f"0.0.0.0:{port_of(daemon)}",  # checked on loopback
+        "DENSITYD_WEB_CONFIG_FILE": str(web_yml),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "densityd", "healthcheck", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+
+
+def test_the_healthcheck_speaks_tls_and_passes_basic_auth(
+    start_daemon: Callable[..., Daemon], pki: PKI
+) -> None:
+    path = web_config(pki)
+    daemon = start_daemon(
+        *NO_BACKENDS,
+        "--web-config-file",
+        str(path),
+        scheme="https",
+        probe={"verify": str(pki.ca)},
+    )
+    # The image's old check, plain HTTP without credentials, could never pass here.
+    plain = daemon.url.replace("https://", "http://", 1) + "/healthz"
+    with pytest.raises(requests.ConnectionError):
+        requests.get(plain, timeout=5)
+    result = healthcheck(daemon, path)
+    assert result.returncode == 0, result.stderr
+    daemon.stop()
+    result = healthcheck(daemon, path)
+    assert result.returncode == 1
+    assert "unhealthy: no answer from 127.0.0.1" in result.stderr
+
+
+def test_the_healthcheck_with_mutual_tls_needs_a_client_certificate(
+    start_daemon: Callable[..., Daemon], pki: PKI
+) -> None:
+    path = web_config(pki, mutual=True)
+    daemon = start_daemon(
+        *NO_BACKENDS,
+        "--web-config-file",
+        str(path),
+        scheme="https",
+        probe={"verify": str(pki.ca), "cert": (str(pki.client_cert), str(pki.client_key))},
+    )
+    result = healthcheck(daemon, path)
+    assert result.returncode == 1
+    assert "--client-cert" in result.stderr
+    args = ("--client-cert", str(pki.client_cert), "--client-key", str(pki.client_key))
+    result = healthcheck(daemon, path, *args)
+    assert result.returncode == 0, result.stderr
 
 
 def run_briefly(args: list[str], until: str, timeout: float = 15) -> tuple[int | None, str]:

@@ -6,31 +6,25 @@ what Python's ``ssl`` accepts, not a stand-in.
 
 from __future__ import annotations
 
-import base64
 import itertools
 import logging
 import os
 import shutil
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-from wsgiref.util import setup_testing_defaults
 
 import bcrypt
 import pytest
 
 from densityd.config import ConfigError, load_settings
 from densityd.serve.web_config import (
-    PasswordChecker,
     WebConfig,
     WebConfigWatcher,
-    basic_credentials,
     exposure_warning,
     is_loopback,
     load_web_config,
     parse_web_config,
-    require_basic_auth,
 )
 from tests.pki import PKI, issue_certificate, make_pki
 
@@ -153,87 +147,6 @@ def test_the_setting_is_a_path_or_none() -> None:
     assert load_settings({"web_config_file": "/x/web.yml"}).web_config_file == Path("/x/web.yml")
 
 
-def test_password_checker_verifies_and_caches_successes_only(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    checker = PasswordChecker()
-    calls: list[bytes] = []
-    real = bcrypt.checkpw
-
-    def counting(password: bytes, hashed: bytes) -> bool:
-        calls.append(password)
-        return real(password, hashed)
-
-    monkeypatch.setattr(bcrypt, "checkpw", counting)
-    users = {"alice": ALICE_HASH}
-    assert checker.check(users, "alice", "secret")
-    assert checker.check(users, "alice", "secret")
-    assert len(calls) == 1, "a remembered success must not run bcrypt again"
-    assert not checker.check(users, "alice", "wrong")
-    assert not checker.check(users, "alice", "wrong")
-    assert len(calls) == 3, "failures are never cached"
-    assert not checker.check(users, "mallory", "secret")
-    assert len(calls) == 4, "an unknown user still pays one bcrypt"
-    # A new hash for alice (a changed password) must not be satisfied from the cache.
-    changed = {"alice": bcrypt.hashpw(b"other", bcrypt.gensalt(rounds=4)).decode()}
-    assert not checker.check(changed, "alice", "secret")
-    assert checker.check(changed, "alice", "other")
-
-
-def test_a_2y_hash_from_htpasswd_verifies() -> None:
-    hashed = ALICE_HASH.replace("$2b$", "$2y$", 1)
-    assert PasswordChecker().check({"alice": hashed}, "alice", "secret")
-
-
-@pytest.mark.parametrize(
-    ("header", "expected"),
-    [
-        ("Basic " + base64.b64encode(b"alice:se:cret").decode(), ("alice", "se:cret")),
-        ("basic " + base64.b64encode(b"alice:").decode(), ("alice", "")),
-        ("Basic " + base64.b64encode(b"alice").decode(), None),
-        ("Bearer abc", None),
-        ("Basic !!!", None),
-        ("", None),
-    ],
-)
-def test_basic_credentials(header: str, expected: tuple[str, str] | None) -> None:
-    assert basic_credentials(header) == expected
-
-
-def call(app: Any, authorization: str | None) -> tuple[str, dict[str, str], bytes]:
-    environ: dict[str, Any] = {"PATH_INFO": "/metrics"}
-    if authorization is not None:
-        environ["HTTP_AUTHORIZATION"] = authorization
-    setup_testing_defaults(environ)
-    seen: dict[str, Any] = {}
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
-        seen["status"], seen["headers"] = status, dict(headers)
-
-    body = b"".join(app(environ, start_response))
-    return seen["status"], seen["headers"], body
-
-
-def inner(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"metrics\n"]
-
-
-def test_basic_auth_guards_every_request() -> None:
-    users = {"alice": ALICE_HASH}
-    app = require_basic_auth(inner, lambda: users, PasswordChecker())
-    good = "Basic " + base64.b64encode(b"alice:secret").decode()
-    bad = "Basic " + base64.b64encode(b"alice:nope").decode()
-    for authorization in (None, bad, "Bearer x"):
-        status, headers, body = call(app, authorization)
-        assert status == "401 Unauthorized"
-        assert headers["WWW-Authenticate"] == 'Basic realm="densityd"'
-        assert body != b"metrics\n"
-    assert call(app, good)[0] == "200 OK"
-    users.clear()  # no users configured (any more): no auth
-    assert call(app, None)[0] == "200 OK"
-
-
 def test_reload_picks_up_a_changed_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = write(tmp_path / "web.yml", "")
     watcher = WebConfigWatcher(path)
@@ -259,8 +172,53 @@ def test_a_broken_file_keeps_the_previous_config_and_logs_once(
     assert len(errors) == 1
     assert "basic_auth_users.alice" in errors[0].getMessage()
     assert not watcher.last_reload_successful
-    write(path, "")
+    write(path, "basic_auth_users: {}\n")
     assert dict(watcher.current().users) == {}
+    assert watcher.last_reload_successful
+
+
+def rewriting_during_the_load(path: Path, text: str) -> Callable[[Path], WebConfig]:
+    """A loader that reads the file, then rewrites it in place before returning, once: the
+    write lands between the read and the end of the load, as a racing editor's would."""
+    raced = []
+
+    def load(what: Path) -> WebConfig:
+        config = load_web_config(what)
+        if not raced:
+            raced.append(True)
+            write(path, text)
+        return config
+
+    return load
+
+
+def test_a_rewrite_racing_the_load_is_loaded_next_time(tmp_path: Path) -> None:
+    path = write(tmp_path / "web.yml", f"basic_auth_users: {{alice: '{ALICE_HASH}'}}\n")
+    bob = f"basic_auth_users: {{alice: '{ALICE_HASH}', bob: '{ALICE_HASH}'}}\n"
+    watcher = WebConfigWatcher(path, load=rewriting_during_the_load(path, bob))
+    # The load at start read alice only; bob was written during it. Taking the stamp after
+    # the load (the old code) made bob's write look already loaded, for good.
+    assert set(watcher.current().users) == {"alice", "bob"}
+
+
+def test_a_reload_torn_by_an_in_place_rewrite_never_turns_auth_off(tmp_path: Path) -> None:
+    path = write(tmp_path / "web.yml", f"basic_auth_users: {{alice: '{ALICE_HASH}'}}\n")
+    carol = f"basic_auth_users: {{carol: '{ALICE_HASH}'}}\n"
+    loaders: list[Callable[[Path], WebConfig]] = [load_web_config]
+    watcher = WebConfigWatcher(path, load=lambda p: loaders[-1](p))
+    # An editor truncates the file in place; a reload between that and the write reads it
+    # empty, which must not be taken for "no users".
+    with path.open("r+") as editing:
+        editing.truncate()
+    os.utime(path, ns=(path.stat().st_mtime_ns + 10**9,) * 2)
+    assert set(watcher.current().users) == {"alice"}, "an empty file must not drop auth"
+    assert not watcher.last_reload_successful
+    # Half written: valid YAML without the users yet, the rest landing during the load.
+    write(path, "http_server_config: {}\n")
+    loaders.append(rewriting_during_the_load(path, carol))
+    assert set(watcher.current().users) == {"alice"}, "a torn read must not be adopted"
+    loaders.append(load_web_config)
+    assert set(watcher.current().users) == {"carol"}  # the whole file, at the next check
     assert watcher.last_reload_successful
 
 
