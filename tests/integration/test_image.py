@@ -1,16 +1,16 @@
 """The container image: built from the Dockerfile and run as the README shows, it serves the
 host's containers on /metrics.
 
-No registry is reachable, so the base image is made here: Debian's debootstrap builds a
-bookworm root filesystem with python3, which is imported as ``local/debian-python:bookworm``
-(kept, and reused when it exists) and given to the Dockerfile through ``BASE_IMAGE``. The
-package registries sit behind a TLS proxy the host trusts and the base does not: the
-certificates the host trusts beyond the base's go in through ``EXTRA_CA_CERTS``.
+No registry is reachable, so the base image is made by ``tests/integration/images.py``:
+Debian's debootstrap builds a bookworm root filesystem with python3, which is imported as
+``local/debian-python:bookworm`` (kept, and reused when it exists) and given to the Dockerfile
+through ``BASE_IMAGE``. The package registries sit behind a TLS proxy the host trusts and the
+base does not: the certificates the host trusts beyond the base's go in through
+``EXTRA_CA_CERTS``.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -36,79 +36,16 @@ from tests.integration.backends import (
     parse_metrics,
     value_of,
 )
+from tests.integration.images import BASE_IMAGE, ensure_base_image
 from tests.pki import make_pki
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-BASE_IMAGE = "local/debian-python:bookworm"
 DOCKER_SOCKET = "/var/run/docker.sock"
 LIBVIRT_RO_SOCKET = "/var/run/libvirt/libvirt-sock-ro"
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 PEM = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
-
-
-def debian_mirror() -> str | None:
-    """The Debian mirror the host's apt uses, so the base's apt goes where the host's goes."""
-    sources = ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]
-    sources += sorted(glob.glob("/etc/apt/sources.list.d/*.sources"))
-    for source in sources:
-        try:
-            text = Path(source).read_text()
-        except OSError:
-            continue
-        # One-line ("deb [opts] URI suite") and deb822 ("URIs: URI ...") styles.
-        for line in re.findall(r"^(?:deb(?:\s+\[[^\]]*\])?|URIs:)\s+(.+)$", text, re.M):
-            for uri in line.split():
-                if uri.startswith("http") and uri.rstrip("/").endswith("/debian"):
-                    return uri
-    return None
-
-
-def make_base_image(docker: DockerCLI) -> None:
-    """Debootstrap bookworm with python3 and venv, trim it, import it as ``BASE_IMAGE``."""
-    debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
-    if not os.path.exists(debootstrap):
-        missing_backend("debootstrap is not installed (Debian package debootstrap)")
-    if os.geteuid() != 0:
-        missing_backend("debootstrap needs root")
-    with tempfile.TemporaryDirectory(prefix="densityd-rootfs-", dir="/var/tmp") as tmp:
-        rootfs = Path(tmp) / "rootfs"
-        mirror = debian_mirror()
-        result = subprocess.run(
-            [
-                debootstrap,
-                "--variant=minbase",
-                "--include=python3,python3-venv,ca-certificates",
-                "bookworm",
-                str(rootfs),
-                *([mirror] if mirror else []),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if result.returncode != 0:
-            raise AssertionError(f"debootstrap failed:\n{result.stdout[-3000:]}{result.stderr}")
-        # What the official slim images leave out too; fewer files make every build step faster.
-        trimmed = ("var/cache/apt/*", "var/lib/apt/lists/*", "usr/share/doc/*", "usr/share/man/*")
-        for pattern in (*trimmed, "usr/share/locale/*"):
-            for path in glob.glob(str(rootfs / pattern)):
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path)
-                else:
-                    os.unlink(path)
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        imported = subprocess.run(
-            [docker.binary, "import", "-", BASE_IMAGE],
-            stdin=tar.stdout,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert tar.stdout is not None
-        tar.stdout.close()
-        assert tar.wait() == 0 and imported.returncode == 0, imported.stderr
 
 
 def extra_ca_certs(docker: DockerCLI) -> str:
@@ -149,8 +86,7 @@ def remove_images(docker: DockerCLI, ids: list[str], keep: set[str]) -> None:
 @pytest.fixture(scope="module")
 def image(docker_cli: DockerCLI) -> Iterator[str]:
     """The Dockerfile built on the debootstrapped base; removed (base kept) afterwards."""
-    if not docker_cli("images", "-q", BASE_IMAGE):
-        make_base_image(docker_cli)
+    ensure_base_image(docker_cli)
     base_id = docker_cli("images", "-q", "--no-trunc", BASE_IMAGE)
     tag = f"densityd-test-image:{uuid.uuid4().hex[:8]}"
     command = [
