@@ -63,6 +63,8 @@ def systemd_image(docker: DockerCLI) -> str:
     tag = f"local/debian-systemd:{digest}"
     if docker("images", "-q", tag):
         return tag
+    for stale in docker("images", "-q", "local/debian-systemd").split():
+        docker("rmi", stale, check=False)  # built from inputs that have changed since
     proxies = [
         arg
         for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY")
@@ -124,32 +126,33 @@ class SystemdContainer:
     def __init__(self, docker: DockerCLI, image: str) -> None:
         self.docker = docker
         self.name = f"densityd-test-systemd-{uuid.uuid4().hex[:8]}"
-        docker(
-            "run",
-            "-d",
-            "--name",
-            self.name,
-            "--label",
-            f"{TEST_LABEL}=1",
-            "--network",
-            "none",
-            *privileges(),
-            # systemd 252 on a cgroup v1 host: the host's hierarchies, writable, and tmpfs
-            # where it keeps its runtime state.
-            "-v",
-            "/sys/fs/cgroup:/sys/fs/cgroup:rw",
-            "--tmpfs",
-            "/run",
-            "--tmpfs",
-            "/run/lock",
-            "--stop-signal",
-            "SIGRTMIN+3",
-            image,
-            "/sbin/init",
-        )
         try:
+            docker(
+                "run",
+                "-d",
+                "--name",
+                self.name,
+                "--label",
+                f"{TEST_LABEL}=1",
+                "--network",
+                "none",
+                *privileges(),
+                # systemd 252 on a cgroup v1 host: the host's hierarchies, writable, and tmpfs
+                # where it keeps its runtime state.
+                "-v",
+                "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+                "--tmpfs",
+                "/run",
+                "--tmpfs",
+                "/run/lock",
+                "--stop-signal",
+                "SIGRTMIN+3",
+                image,
+                "/sbin/init",
+            )
             self.wait_until_up()
         except BaseException:
+            # A failed run can leave the container created; a failed boot leaves it running.
             self.remove()
             raise
 
