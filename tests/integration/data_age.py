@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 import requests
 
-from tests.integration.backends import Daemon, parse_metrics
+from tests.integration.backends import (
+    Daemon,
+    assert_back_within_two_intervals,
+    parse_metrics,
+    value_of,
+)
 
 LAST_SUCCESS = "densityd_source_last_success_timestamp_seconds"
 
@@ -53,3 +59,32 @@ class DataAge:
                 if name == LAST_SUCCESS:
                     source = dict(labels)["source"]
                     self.worst[source] = max(self.worst.get(source, 0.0), now - value)
+
+
+def assert_restarts_never_stall(
+    daemon: Daemon,
+    source: str,
+    workload_id: str,
+    restart: tuple[Callable[[], None], Callable[[], None]],
+    others: Sequence[str],
+    interval: float,
+) -> None:
+    """Restart ``source``'s backend three times (stop, 2 s down, start, which returns once it
+    answers): ``others``' data never gets older than two intervals meanwhile, and ``source``
+    with ``workload_id`` is back within two intervals of each start."""
+    stop, start = restart
+    daemon.wait_for(
+        lambda s: value_of(s, "densityd_workload_memory_bytes", id=workload_id) is not None,
+        what=f"{workload_id} before the restarts",
+    )
+    with DataAge(daemon) as ages:
+        for _ in range(3):
+            stop()
+            time.sleep(2)
+            start()
+            assert_back_within_two_intervals(
+                daemon, source, workload_id, time.monotonic(), interval
+            )
+    assert ages.scrapes > 20
+    for other in others:
+        assert ages.worst[other] <= 2 * interval, (ages.worst, daemon.log())
