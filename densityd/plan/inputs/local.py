@@ -121,9 +121,13 @@ def _data_disk(
     if host is None:
         return None, ""
     disk = _disk_for(host, paths)
+    where = "libvirt storage pool" if kind is WorkloadKind.VM else "Docker data root"
+    hung = [c for c in host.disk_checks if c.name in paths and not c.up]
+    if disk is None and hung:
+        # A filesystem that does not answer is unknown, not another filesystem's free space.
+        return None, f"its {where} {hung[0].name} does not answer ({hung[0].last_error})"
     if disk is not None or not host.disks:
         return disk, ""
-    where = "libvirt storage pool" if kind is WorkloadKind.VM else "Docker data root"
     source = _DISK_SOURCES[kind]
     down = any(s.name == source and not s.up for s in snapshot.sources)
     why = f"{source} is down, so its {where} is not known" if down else f"no {where} found"
@@ -135,8 +139,10 @@ def _capacity(
     disk: DiskUsage | None,
     declared: Mapping[Resource, float],
     kind: WorkloadKind,
+    why_no_disk: str = "",
 ) -> HostCapacity:
-    """The capacity one kind is planned against; a disk not seen (and not declared) is unknown."""
+    """The capacity one kind is planned against; a disk not seen (and not declared) is unknown,
+    for ``why_no_disk`` when it is known why."""
     measured_total = Resources(
         cpu=float(host.cpu_cores),
         memory=float(host.memory_bytes),
@@ -154,8 +160,10 @@ def _capacity(
         unknown = (
             (
                 Resource.DISK,
-                f"no filesystem is visible to densityd: its {where} is not mounted in here "
-                "(or declare it: --capacity disk=SIZE)",
+                f"{why_no_disk} (or declare it: --capacity disk=SIZE)"
+                if why_no_disk
+                else f"no filesystem is visible to densityd: its {where} is not mounted in "
+                "here (or declare it: --capacity disk=SIZE)",
             ),
         )
     return HostCapacity(total=total, used=used, declared=frozenset(declared), unknown=unknown)
@@ -206,7 +214,10 @@ class PlanContext:
         images = frozenset(w.image for w in self.snapshot.workloads if w.image)
         return PlanInputs(
             timestamp=self.snapshot.timestamp,
-            host=replace(_capacity(host, disk, self.declared, kind), image_bytes_present=images),
+            host=replace(
+                _capacity(host, disk, self.declared, kind, self.disk_fallbacks.get(kind, "")),
+                image_bytes_present=images,
+            ),
             workloads=tuple(demands),
             trend=trend,
             history_seconds=history_seconds,

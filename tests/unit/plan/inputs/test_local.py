@@ -216,3 +216,29 @@ def test_with_libvirt_down_vms_are_planned_on_the_docker_filesystem_saying_why()
     assert "why" not in document["host"]["data_disks"]["container"]
     table = " ".join(plan_table(document).split())
     assert f"VMs on {DOCKER_ROOT} (" in table and "libvirt is down, so its" in table
+
+
+def test_a_hung_pool_filesystem_leaves_the_vm_disk_unknown_not_planned_elsewhere() -> None:
+    """Issue 13: a pool whose statvfs does not answer is unknown, and never binds a VM plan on
+    Docker's filesystem instead."""
+    snap = snapshot(vm("db"))
+    assert snap.host is not None
+    hung = SourceStatus(IMAGES, False, 10.0, 1, 900.0, "no answer within the 10s deadline")
+    snap = replace(
+        snap,
+        host=replace(
+            snap.host,
+            disks=snap.host.disks[:1],  # the pool's filesystem gave no answer
+            disk_checks=(SourceStatus(DOCKER_ROOT, True, 0.0, 0, 1000.0), hung),
+        ),
+    )
+    context = plan_context(snap, NO_HISTORY, settings(), data_dirs=DIRS)
+    assert context.disks[WorkloadKind.VM] is None
+    assert context.disks[WorkloadKind.CONTAINER] is not None
+    why = context.disk_fallbacks[WorkloadKind.VM]
+    assert why == f"its libvirt storage pool {IMAGES} does not answer ({hung.last_error})"
+    document = plan_document(context, PlanRequest(kind=WorkloadKind.VM))
+    for answer in document["answers"]:
+        assert answer["bound"] in ("cpu", "memory"), answer  # disk unknown never binds
+        assert answer["remaining"] is not None
+    assert why in " ".join(document["assumptions"]["notes"])
