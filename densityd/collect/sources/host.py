@@ -16,10 +16,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from densityd.collect.guarded import GuardedCall, gather
-from densityd.model import DiskUsage, HostSample, SourceReading
+from densityd.model import DiskUsage, HostSample, SourceReading, SourceStatus
 
 # How long one host reading waits for the filesystems' answers; a path slower than this is
 # given until its own deadline, and its answer is the next reading's.
@@ -100,6 +101,19 @@ def read_ksm(ksm_dir: Path) -> tuple[int | None, int | None]:
     return shared * page, sharing * page
 
 
+def _disk_check(
+    call: GuardedCall[DiskUsage | None], answer: DiskUsage | None
+) -> SourceStatus | None:
+    """How one path's statvfs fared: answered, down, or not answered yet (its first call is
+    still running: not known, rather than left out); ``None`` for a path that is not here."""
+    status = call.status()
+    if answer is not None or call.down:
+        return status
+    if call.running:
+        return replace(status, up=False, last_error="no answer yet")
+    return None
+
+
 class HostSource:
     """Samples the host's capacity."""
 
@@ -133,11 +147,10 @@ class HostSource:
         calls = [self._disk_call(path) for path in dict.fromkeys(self._disk_paths()) if path]
         answers = gather(calls, time.monotonic() + DISK_WAIT_SECONDS)
         disks = tuple(disk for disk in answers if disk is not None)
-        # A path that is not here answers None, and is left out of the statuses too.
         checks = tuple(
-            call.status()
+            check
             for call, answer in zip(calls, answers, strict=True)
-            if answer is not None or call.down
+            if (check := _disk_check(call, answer)) is not None
         )
         ksm_shared, ksm_sharing = read_ksm(self._ksm_dir)
         return HostSample(

@@ -125,7 +125,7 @@ def test_a_hung_filesystem_costs_only_its_own_path(
 
     monkeypatch.setattr(host_module.os, "statvfs", statvfs)
     source = HostSource(
-        proc_root=PROC, disk_paths=lambda: [str(hung), str(healthy)], disk_timeout=0.3
+        proc_root=PROC, disk_paths=lambda: [str(hung), str(healthy)], disk_timeout=0.8
     )
     try:
         started = time.monotonic()
@@ -133,7 +133,10 @@ def test_a_hung_filesystem_costs_only_its_own_path(
         assert time.monotonic() - started < 0.5 + 0.5  # the wait for paths, and a margin
         assert first is not None and first.memory_bytes > 0
         assert [d.path for d in first.disks] == [str(healthy)]
-        time.sleep(0.4)  # past the hung call's deadline
+        pending = {c.name: c for c in first.disk_checks}[str(hung)]
+        assert (pending.up, pending.last_error) == (False, "no answer yet")  # not known yet
+        assert pending.errors_total == 0  # not a failure (yet): within its deadline
+        time.sleep(0.5)  # past the hung call's deadline (0.8 s)
         for _ in range(3):
             host = source.sample().host
             assert host is not None and host.cpu_cores > 0
