@@ -8,6 +8,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +34,23 @@ def _has_container_plan(series: Series) -> bool:
     return any(
         ("kind", "container") in labels and ("profile", "median-container") in labels
         for labels in _remaining(series)
+    )
+
+
+def _wait_until_recorded(daemon: Daemon, workload_id: str) -> None:
+    """Wait until a pass holding the workload has been written to the history.
+
+    A pass holds what its sources answered within half an interval, so the first one after a
+    start may not hold the container yet; and a pass is served before it is recorded.
+    """
+    daemon.wait_for(
+        lambda s: value_of(s, "densityd_workload_memory_bytes", id=workload_id) is not None,
+        what=f"{workload_id} sampled",
+    )
+    seen = time.time()
+    daemon.wait_for(
+        lambda s: (value_of(s, "densityd_history_last_write_timestamp_seconds") or 0) > seen,
+        what=f"a pass with {workload_id} recorded",
     )
 
 
@@ -119,18 +137,14 @@ def test_cli_plan_reads_the_history_the_daemon_left_across_a_restart(
     name_id = containers.run(command="exec sleep 3600")
     daemon = start_daemon("--no-libvirt")
     daemon.wait_for(_has_container_plan, what="a first plan")
-    daemon.wait_for(
-        lambda s: (value_of(s, "densityd_history_size_bytes") or 0) > 0, what="history on disk"
-    )
+    _wait_until_recorded(daemon, name_id)
     assert daemon.stop() == 0
     database = tmp_path / "state" / HISTORY
     with sqlite3.connect(database) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
     restarted = start_daemon("--no-libvirt")
-    restarted.wait_for(
-        lambda s: value_of(s, "densityd_history_up") == 1.0, what="history recording again"
-    )
+    _wait_until_recorded(restarted, name_id)
     assert restarted.stop() == 0
 
     result = subprocess.run(
