@@ -94,6 +94,7 @@ class HostSample:
     (one per running container): what a container costs beyond its own processes.
     ``disk_checks`` says, per data path (``name``), whether its filesystem answered within its
     deadline and when it last did; ``disks`` holds only those that did.
+    ``cgroup_namespace_private``: densityd runs in a cgroup namespace of its own.
     """
 
     cpu_cores: int
@@ -104,6 +105,7 @@ class HostSample:
     ksm_sharing_bytes: int | None = None
     container_shim_rss_bytes: tuple[int, ...] = ()
     disk_checks: tuple[SourceStatus, ...] = ()
+    cgroup_namespace_private: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,6 +129,11 @@ HOST_GAUGES = (
     ("densityd_host_cpu_cores", "CPU cores on the host."),
     ("densityd_host_memory_bytes", "Total host memory in bytes."),
     ("densityd_host_memory_available_bytes", "Host memory available for new work (MemAvailable)."),
+    (
+        "densityd_host_cgroup_namespace_private",
+        "1 when densityd runs in a cgroup namespace of its own (its container lacks "
+        "--cgroupns=host): /proc/PID/cgroup paths are relative to it.",
+    ),
 )
 KSM_GAUGES = (
     ("densityd_host_ksm_shared_bytes", "Memory in pages merged by KSM (pages_shared)."),
@@ -276,7 +281,12 @@ class SnapshotCollector:
         )
         host = snapshot.host if snapshot is not None else None
         if host is not None:
-            values = (host.cpu_cores, host.memory_bytes, host.memory_available_bytes)
+            values = (
+                host.cpu_cores,
+                host.memory_bytes,
+                host.memory_available_bytes,
+                int(host.cgroup_namespace_private),
+            )
             for gauge, value in zip(gauges, values, strict=True):
                 gauge.add_metric([], value)
             for gauge, ksm in zip(

@@ -136,11 +136,15 @@ def test_image_runs_as_non_root_with_a_healthcheck(docker_cli: DockerCLI, image:
     assert docker_cli(*shell, "id -u; command -v gcc || true") == "10001"
 
 
+@pytest.mark.parametrize("cgroupns", ["host", "private"])
 def test_container_serves_the_hosts_containers(
-    docker_cli: DockerCLI, containers: Containers, image: str
+    docker_cli: DockerCLI, containers: Containers, image: str, cgroupns: str
 ) -> None:
     """With the README's read-only mounts the containerised daemon sees the host's containers
-    and VMs, reports every source up, and turns healthy."""
+    and VMs, reports every source up, and turns healthy. With ``--cgroupns=host`` (the
+    README's) it says nothing of namespaces; with a private cgroup namespace (Docker's default
+    on cgroup v2) it says so plainly, in a log line and a metric, and still reads the cgroup
+    files."""
     if not os.path.exists(DOCKER_SOCKET):
         missing_backend(f"{DOCKER_SOCKET} does not exist")
     workload = containers.run()
@@ -169,6 +173,7 @@ def test_container_serves_the_hosts_containers(
         f"{TEST_LABEL}=1",
         "--network",
         "host",
+        f"--cgroupns={cgroupns}",
         "--group-add",
         str(os.stat(DOCKER_SOCKET).st_gid),
         *[arg for mount in mounts for arg in ("-v", mount)],
@@ -228,6 +233,12 @@ def test_container_serves_the_hosts_containers(
             time.sleep(1)
         assert status == "healthy", docker_cli("inspect", "--format", "{{json .State}}", name)
         assert docker_cli("exec", name, "id", "-un") == "densityd"
+        log = container_log(docker_cli, name)
+        private = cgroupns == "private"
+        assert value_of(series, "densityd_host_cgroup_namespace_private") == int(private)
+        assert ("private cgroup namespace" in log) is private, log
+        assert ("run its container with --cgroupns=host" in log) is private, log
+        assert "reading cgroup v" in log, log  # the cgroup files, not the stats API
     finally:
         docker_cli("rm", "-f", name, check=False)
 

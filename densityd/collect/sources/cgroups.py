@@ -24,6 +24,7 @@ when it is removed, so a sum over devices would drop and read as a counter reset
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import time
 from collections.abc import Iterable
@@ -165,8 +166,27 @@ def container_cgroup_path(container_id: str, cgroup_parent: str, driver: CgroupD
     return f"{parent}/{container_id}".lstrip("/")
 
 
+def in_private_namespace(proc_root: Path | str) -> bool:
+    """Whether densityd runs in a cgroup namespace of its own (a container without
+    ``--cgroupns=host``), told from the host's init process as ``proc_root`` shows it.
+
+    ``/proc/PID/cgroup`` paths are relative to the reader's cgroup namespace: the host's init
+    sits at the root of the host's, so from a private one its path climbs out of it
+    (``0::/../..``); from the host's it never does. Readable by any user, unlike the
+    namespace links.
+    """
+    try:
+        text = (Path(proc_root) / "1" / "cgroup").read_text()
+    except OSError:
+        return False
+    return any(line.split(":", 2)[-1].startswith("/..") for line in text.splitlines())
+
+
 def parse_proc_cgroup(text: str, version: int) -> str | None:
-    """Return the cgroup path from a ``/proc/PID/cgroup`` file (the memory one on v1)."""
+    """Return the cgroup path from a ``/proc/PID/cgroup`` file (the memory one on v1).
+
+    Read from a private cgroup namespace the path is relative to it and starts with ``../``.
+    """
     for line in text.splitlines():
         hierarchy, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")
@@ -217,14 +237,59 @@ class CgroupReader:
         guesses = [container_cgroup_path(container_id, cgroup_parent, driver)]
         other: CgroupDriver = "cgroupfs" if driver == "systemd" else "systemd"
         guesses.append(container_cgroup_path(container_id, "", other))
-        if proc_cgroup_text:
-            from_proc = parse_proc_cgroup(proc_cgroup_text, self.version)
-            if from_proc is not None:
-                guesses.append(from_proc)
+        from_proc = parse_proc_cgroup(proc_cgroup_text, self.version) if proc_cgroup_text else None
+        if from_proc is not None and not from_proc.startswith("../"):
+            guesses.append(from_proc)
         for guess in guesses:
             if self.exists(guess):
                 return guess
+        if from_proc is not None and from_proc.startswith("../"):
+            return self.from_other_namespace(from_proc)
         return None
+
+    def from_other_namespace(self, relative: str) -> str | None:
+        """Resolve a path that ``/proc/PID/cgroup`` gave relative to densityd's own cgroup
+        namespace (``../../system.slice/docker-ID.scope``) to one from the root.
+
+        Below the climb is the path from where the two namespaces meet: the root itself when
+        densityd's namespace root is as deep as the climb (it is then resolved at once), else
+        somewhere in the tree, which is searched for the one directory it names.
+        """
+        parts = relative.split("/")
+        climb = 0
+        while climb < len(parts) and parts[climb] == "..":
+            climb += 1
+        below = parts[climb:]
+        if not below or any(part in ("", ".", "..") for part in below):
+            return None
+        path = "/".join(below)
+        if self.exists(path):
+            return path
+        return self.search(path)
+
+    def search(self, path: str, max_depth: int = 8) -> str | None:
+        """The one cgroup in the tree whose path ends with ``path``, or ``None`` (none, or
+        more than one)."""
+        base = self.root if self.version == 2 else self._memory_dir
+        depth_of_path = path.count("/") + 1
+        found: list[str] = []
+        level = [""]
+        for _ in range(max_depth):
+            deeper: list[str] = []
+            for relative in level:
+                try:
+                    entries = list(os.scandir(base / relative if relative else base))
+                except OSError:
+                    continue
+                for entry in entries:
+                    if not entry.is_dir(follow_symlinks=False):
+                        continue
+                    child = f"{relative}/{entry.name}" if relative else entry.name
+                    if child.split("/")[-depth_of_path:] == path.split("/") and self.exists(child):
+                        found.append(child)
+                    deeper.append(child)
+            level = deeper
+        return found[0] if len(found) == 1 else None
 
     def read(self, path: str) -> CgroupStats:
         """Read one container's usage; raises ``OSError`` when the cgroup is gone."""

@@ -32,7 +32,12 @@ import requests.exceptions
 
 from densityd.collect.sources.base import SourceUnavailable
 from densityd.collect.sources.block_names import BlockDeviceNames
-from densityd.collect.sources.cgroups import CgroupDriver, CgroupReader, CgroupStats
+from densityd.collect.sources.cgroups import (
+    CgroupDriver,
+    CgroupReader,
+    CgroupStats,
+    in_private_namespace,
+)
 from densityd.collect.sources.docker_stats import cpu_limit_cores, parse_stats, storage_limit_bytes
 from densityd.model import BlockDevice, SourceReading, WorkloadKind, WorkloadSample
 
@@ -98,6 +103,12 @@ def allowlisted_labels(
 
 def _is_local(base_url: str) -> bool:
     return base_url.startswith(("unix://", "http+unix://", "npipe://"))
+
+
+PRIVATE_NAMESPACE_NOTE = (
+    " (from a private cgroup namespace: containers' cgroups are found by their layout, or by"
+    " searching the tree for their ID)"
+)
 
 
 class DockerSource:
@@ -205,6 +216,13 @@ class DockerSource:
         assert engine is not None
         if self.uses_cgroup_files():
             how = f"reading cgroup v{self._cgroups.version} files under {self._cgroups.root}"
+            if in_private_namespace(self._proc_root):
+                how += PRIVATE_NAMESPACE_NOTE
+                log.warning(
+                    "densityd runs in a private cgroup namespace: the cgroup paths in %s/PID/"
+                    "cgroup are relative to it; run its container with --cgroupns=host",
+                    self._proc_root,
+                )
         else:
             reason = (
                 "forced by configuration"

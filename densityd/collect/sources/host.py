@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from densityd.collect.guarded import GuardedCall, gather
+from densityd.collect.sources.cgroups import in_private_namespace
 from densityd.model import DiskUsage, HostSample, SourceReading, SourceStatus
 
 # How long one host reading waits for the filesystems' answers; a path slower than this is
@@ -132,6 +133,7 @@ class HostSource:
         self._ksm_dir = Path(ksm_dir)
         self._disk_timeout = disk_timeout
         self._disk_calls: dict[str, GuardedCall[DiskUsage | None]] = {}
+        self._private_namespace = in_private_namespace(self._proc_root)  # fixed for a process
 
     def probe(self) -> str:
         """Describe the host."""
@@ -159,6 +161,7 @@ class HostSource:
             memory_available_bytes=meminfo.get("MemAvailable", meminfo.get("MemFree", 0)),
             disks=disks,
             disk_checks=checks,
+            cgroup_namespace_private=self._private_namespace,
             ksm_shared_bytes=ksm_shared,
             ksm_sharing_bytes=ksm_sharing,
             container_shim_rss_bytes=read_shim_rss(self._proc_root),

@@ -22,6 +22,7 @@ from densityd.collect.sources.cgroups import (
     DeviceIO,
     container_cgroup_path,
     expand_systemd_slice,
+    in_private_namespace,
     parse_blkio_v1,
     parse_flat_keyed,
     parse_io_stat_v2,
@@ -411,3 +412,61 @@ def test_missing_root_is_not_available(tmp_path: Path) -> None:
     reader = CgroupReader(tmp_path / "nothing")
     assert reader.version == 1
     assert not reader.available()
+
+
+# Issue 14: densityd in a container with a private cgroup namespace reads other processes'
+# cgroups relative to its own namespace root (recorded on this host: "/../<id>" on v1; on a
+# v2 systemd host "0::/../../system.slice/docker-<id>.scope", DESIGN §4.2).
+
+
+@pytest.mark.parametrize(
+    ("init_cgroup", "private"),
+    [
+        ("0::/../..\n", True),  # v2, from a container's own namespace
+        ("12:memory:/..\n11:pids:/..\n", True),  # v1, as recorded here with --cgroupns=private
+        ("0::/init.scope\n", False),  # v2 systemd host, the host's namespace
+        ("12:memory:/\n0::/\n", False),  # v1 host without systemd
+    ],
+)
+def test_in_private_namespace_is_told_from_the_hosts_init(
+    tmp_path: Path, init_cgroup: str, private: bool
+) -> None:
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "cgroup").write_text(init_cgroup)
+    assert in_private_namespace(tmp_path) is private
+    assert in_private_namespace(tmp_path / "absent") is False
+
+
+def test_a_path_from_a_private_namespace_is_resolved_where_the_climb_reaches_the_root(
+    tmp_path: Path,
+) -> None:
+    """v2, systemd: densityd in system.slice/docker-D.scope climbs two levels to the root."""
+    root = tmp_path / "cgroup"
+    shutil.copytree(CGROUP / "v2-systemd", root)
+    shutil.move(root / "system.slice/docker-abc123.scope", root / "mytest.slice/docker-X.scope")
+    reader = CgroupReader(root)
+    assert reader.resolve("X", "", "systemd") is None  # not where the driver puts it
+    relative = "0::/../../mytest.slice/docker-X.scope\n"
+    assert reader.resolve("X", "", "systemd", relative) == "mytest.slice/docker-X.scope"
+
+
+def test_a_path_from_a_private_namespace_is_searched_for_below_where_they_meet(
+    tmp_path: Path,
+) -> None:
+    """v1, cgroupfs: densityd in docker/D climbs one level, to docker/: the rest is searched."""
+    root = tmp_path / "cgroup"
+    for controller in ("cpuacct", "memory", "blkio"):
+        shutil.copytree(
+            CGROUP / "v1-cgroupfs" / controller / "docker/abc123",
+            root / controller / "custom" / "parent" / RECORDED_ID,
+        )
+    reader = CgroupReader(root)
+    relative = f"12:memory:/../{RECORDED_ID}\n"
+    assert reader.resolve(RECORDED_ID, "", "cgroupfs") is None
+    path = reader.resolve(RECORDED_ID, "", "cgroupfs", relative)
+    assert path == f"custom/parent/{RECORDED_ID}"
+    assert reader.read(path) == V1_EXPECTED
+    # Two matches are no answer (never the wrong container), nor is a climb in the middle.
+    shutil.copytree(root / "memory/custom", root / "memory/other")
+    assert reader.resolve(RECORDED_ID, "", "cgroupfs", relative) is None
+    assert reader.from_other_namespace(f"../custom/../{RECORDED_ID}") is None
