@@ -1,10 +1,10 @@
 """Read a container's CPU, memory and block I/O straight from its cgroup files.
 
-This is the hot path of the Docker source: a handful of small file reads per container
-instead of one Engine API round trip (about 1 s each, DESIGN §3). It knows both cgroup
-versions and both Docker cgroup drivers, and it takes the cgroup root as a parameter so that
-densityd can run in a container with the host's ``/sys/fs/cgroup`` mounted elsewhere, and so
-that the parsers can be tested against recorded trees.
+This is the hot path of the Docker source (Docker or Podman behind it): a handful of small
+file reads per container instead of one Engine API round trip (about 1 s each, DESIGN §3). It
+knows both cgroup versions, both cgroup drivers and both engines' layouts, and it takes the
+cgroup root as a parameter so that densityd can run in a container with the host's
+``/sys/fs/cgroup`` mounted elsewhere, and so that the parsers can be tested against recorded trees.
 
 Files read, per version::
 
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Literal
 
 CgroupDriver = Literal["cgroupfs", "systemd"]
+Engine = Literal["docker", "podman"]
 
 # A device number as the kernel prints it in blkio and io.stat files: "MAJ:MIN".
 DEVICE_NUMBER = re.compile(r"[0-9]{1,10}:[0-9]{1,10}")
@@ -156,8 +157,21 @@ def expand_systemd_slice(slice_name: str) -> str:
     return "/".join("-".join(parts[: i + 1]) + ".slice" for i in range(len(parts)))
 
 
-def container_cgroup_path(container_id: str, cgroup_parent: str, driver: CgroupDriver) -> str:
-    """Return where Docker puts a container's cgroup, relative to a hierarchy's root."""
+def container_cgroup_path(
+    container_id: str, cgroup_parent: str, driver: CgroupDriver, engine: Engine = "docker"
+) -> str:
+    """Return where the engine puts a container's cgroup, relative to a hierarchy's root.
+
+    Docker: ``docker/<id>`` (cgroupfs) or ``system.slice/docker-<id>.scope`` (systemd).
+    Podman (rootful): ``libpod_parent/libpod-<id>`` (cgroupfs) or
+    ``machine.slice/libpod-<id>.scope`` (systemd); the same paths on cgroup v1 and v2.
+    """
+    if engine == "podman":
+        if driver == "systemd":
+            parent = expand_systemd_slice(cgroup_parent or "machine.slice")
+            return f"{parent}/libpod-{container_id}.scope".lstrip("/")
+        parent = (cgroup_parent or "/libpod_parent").strip("/")
+        return f"{parent}/libpod-{container_id}".lstrip("/")
     if driver == "systemd":
         parent = expand_systemd_slice(cgroup_parent or "system.slice")
         return f"{parent}/docker-{container_id}.scope".lstrip("/")
@@ -212,11 +226,12 @@ class CgroupReader:
         cgroup_parent: str,
         driver: CgroupDriver,
         proc_cgroup_text: str | None = None,
+        engine: Engine = "docker",
     ) -> str | None:
         """Find a container's cgroup path: the driver's layout first, then ``/proc/PID/cgroup``."""
-        guesses = [container_cgroup_path(container_id, cgroup_parent, driver)]
+        guesses = [container_cgroup_path(container_id, cgroup_parent, driver, engine)]
         other: CgroupDriver = "cgroupfs" if driver == "systemd" else "systemd"
-        guesses.append(container_cgroup_path(container_id, "", other))
+        guesses.append(container_cgroup_path(container_id, "", other, engine))
         if proc_cgroup_text:
             from_proc = parse_proc_cgroup(proc_cgroup_text, self.version)
             if from_proc is not None:

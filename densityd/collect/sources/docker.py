@@ -11,12 +11,18 @@ allowlist; environment variables and other labels are never copied out of the in
 - usage comes from the cgroup files (``cgroups.CgroupReader``), or, where they cannot be
   reached (a remote ``DOCKER_HOST``, a container without the host's cgroup tree), from the
   Engine's one-shot stats on a bounded thread pool;
+- Podman's Docker-compatible API (``podman system service``) is the same source: the engine
+  is told apart by ``/version`` (a "Podman Engine" component), its cgroups are looked for in
+  Podman's layouts (``cgroups.container_cgroup_path``), and its changes are followed through
+  its own events endpoint, because the compatible one answers nothing for a window that has
+  already ended (see ``_changed_since_last_pass``);
 - the writable-layer size (``SizeRw``) needs ``containers(size=True)``, which can take minutes
   on a big host, so ``refresh_disk_usage`` runs on its own slow schedule.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -32,9 +38,9 @@ import requests.exceptions
 
 from densityd.collect.sources.base import SourceUnavailable
 from densityd.collect.sources.block_names import BlockDeviceNames
-from densityd.collect.sources.cgroups import CgroupDriver, CgroupReader, CgroupStats
+from densityd.collect.sources.cgroups import CgroupDriver, CgroupReader, CgroupStats, Engine
 from densityd.collect.sources.docker_stats import cpu_limit_cores, parse_stats, storage_limit_bytes
-from densityd.model import BlockDevice, SourceReading, WorkloadKind, WorkloadSample
+from densityd.model import BlockDevice, ContainerEngine, SourceReading, WorkloadKind, WorkloadSample
 
 log = logging.getLogger("densityd.sources.docker")
 
@@ -61,13 +67,14 @@ class _ContainerMeta:
 
 @dataclass(frozen=True, slots=True)
 class _EngineInfo:
-    """Facts about the Docker engine read once per connection."""
+    """Facts about the engine read once per connection."""
 
     version: str
     cgroup_driver: CgroupDriver
     cgroup_version: int
     root_dir: str
     api_version: str
+    engine: Engine = "docker"
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -94,6 +101,24 @@ def allowlisted_labels(
     """
     found = labels if isinstance(labels, Mapping) else {}
     return tuple((key, str(found.get(key) or "")) for key in allowlist)
+
+
+def engine_of(version: Mapping[str, Any]) -> tuple[Engine, str]:
+    """Which engine answered ``GET /version``, and its version: ("podman", "4.3.1").
+
+    Podman's compatible API says so in its components (``{"Name": "Podman Engine", ...}``);
+    its ``Version`` is Podman's own, not a Docker version.
+    """
+    for component in version.get("Components") or ():
+        if isinstance(component, Mapping) and component.get("Name") == "Podman Engine":
+            return "podman", str(component.get("Version") or version.get("Version") or "unknown")
+    platform = version.get("Platform")
+    if isinstance(platform, Mapping) and "podman" in str(platform.get("Name", "")).lower():
+        return "podman", str(version.get("Version") or "unknown")
+    return "docker", str(version.get("Version") or "unknown")
+
+
+_ENGINE_TITLES: dict[Engine, str] = {"docker": "Docker", "podman": "Podman"}
 
 
 def _is_local(base_url: str) -> bool:
@@ -167,13 +192,15 @@ class DockerSource:
             # One connection per stats worker thread.
             client = self._api_client(self._timeout, self._pool_size)
             info = client.info()
+            engine, version = engine_of(client.version())
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             hint = " (is dockerd running?)" if _is_local(self.base_url) else ""
             raise SourceUnavailable(
                 f"cannot reach Docker at {self.base_url}: {_root_cause(exc)}{hint}"
             ) from exc
         self._engine = _EngineInfo(
-            version=str(info.get("ServerVersion", "unknown")),
+            engine=engine,
+            version=version if engine == "podman" else str(info.get("ServerVersion") or version),
             cgroup_driver="systemd" if info.get("CgroupDriver") == "systemd" else "cgroupfs",
             cgroup_version=int(info.get("CgroupVersion") or 1),
             root_dir=str(info.get("DockerRootDir") or "/var/lib/docker"),
@@ -217,7 +244,8 @@ class DockerSource:
             )
             how = f"reading the Engine stats API ({reason})"
         return (
-            f"Docker {engine.version} at {self.base_url} (API {engine.api_version}, "
+            f"{_ENGINE_TITLES[engine.engine]} {engine.version} at {self.base_url} "
+            f"(API {engine.api_version}, "
             f"cgroup v{engine.cgroup_version}, {engine.cgroup_driver} driver); {how}"
         )
 
@@ -262,7 +290,15 @@ class DockerSource:
                 stopped.append(self._workload(summary["Id"], meta, None))
 
         samples = self._read_usage(client, running)
-        return SourceReading(workloads=tuple(samples + stopped))
+        engine = self._engine
+        return SourceReading(
+            workloads=tuple(samples + stopped),
+            engine=(
+                None
+                if engine is None
+                else ContainerEngine(engine.engine, engine.version, engine.api_version)
+            ),
+        )
 
     def _changed_since_last_pass(self, client: Any) -> set[str]:
         """IDs of containers with update/rename/start events since the last pass."""
@@ -270,6 +306,8 @@ class DockerSource:
         since, self._events_since = self._events_since, now
         if since is None:
             return set()
+        if self._engine is not None and self._engine.engine == "podman":
+            return self._podman_changed_since(client, since)
         events: Iterable[Mapping[str, Any]] = client.events(
             since=since,
             until=now,
@@ -277,6 +315,33 @@ class DockerSource:
             filters={"type": "container", "event": list(_REFRESH_EVENTS)},
         )
         return {str(event.get("id") or event.get("Actor", {}).get("ID", "")) for event in events}
+
+    @staticmethod
+    def _podman_changed_since(client: Any, since: int) -> set[str]:
+        """The same question asked of Podman's own events endpoint, which can end by itself.
+
+        Podman 4.3's compatible ``/events`` treats ``until`` as a wall-clock deadline: with
+        an ``until`` already past it returns nothing at all, and with one ahead it holds the
+        call open until then. Its own ``/libpod/events?stream=false`` returns the events since
+        ``since`` that are logged and ends. An event logged during this call is seen again at
+        the next pass (whose ``since`` is this one's ``now``): one more inspect, no miss.
+        """
+        response = client._get(
+            client.base_url + "/v4.0.0/libpod/events",
+            params={
+                "since": since,
+                "stream": "false",
+                "filters": json.dumps({"type": ["container"], "event": list(_REFRESH_EVENTS)}),
+            },
+        )
+        client._raise_for_status(response)
+        changed: set[str] = set()
+        for line in response.text.splitlines():
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            changed.add(str(event.get("id") or (event.get("Actor") or {}).get("ID", "")))
+        return changed
 
     @staticmethod
     def _fingerprint(summary: Mapping[str, Any]) -> tuple[str, ...]:
@@ -330,6 +395,7 @@ class DockerSource:
                 str(host_config.get("CgroupParent") or ""),
                 self._engine.cgroup_driver if self._engine else "cgroupfs",
                 self._proc_cgroup(state.get("Pid")),
+                self._engine.engine if self._engine else "docker",
             )
             if cgroup_path is None:
                 log.debug("no cgroup found for container %s; using the stats API", container_id)
