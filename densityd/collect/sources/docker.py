@@ -39,7 +39,12 @@ import requests.exceptions
 from densityd.collect.sources.base import SourceUnavailable
 from densityd.collect.sources.block_names import BlockDeviceNames
 from densityd.collect.sources.cgroups import CgroupDriver, CgroupReader, CgroupStats, Engine
-from densityd.collect.sources.docker_stats import cpu_limit_cores, parse_stats, storage_limit_bytes
+from densityd.collect.sources.docker_stats import (
+    cpu_limit_cores,
+    parse_stats,
+    storage_limit_bytes,
+    unswap_device_numbers,
+)
 from densityd.model import BlockDevice, ContainerEngine, SourceReading, WorkloadKind, WorkloadSample
 
 log = logging.getLogger("densityd.sources.docker")
@@ -168,6 +173,7 @@ class DockerSource:
         """Where the engine is reached, as configured or from ``DOCKER_HOST``."""
         # A remote engine's device numbers are its host's: this host's sysfs cannot name them.
         self._device_names = BlockDeviceNames(sys_root if _is_local(self.base_url) else None)
+        self._sys_root = Path(sys_root)
         self._use_cgroups = stats_mode == "cgroup" or (
             stats_mode == "auto" and _is_local(self.base_url) and self._cgroups.available()
         )
@@ -455,8 +461,7 @@ class DockerSource:
         self._device_names.forget_unasked()
         return samples
 
-    @staticmethod
-    def _api_stats(client: Any, container_id: str) -> CgroupStats | None:
+    def _api_stats(self, client: Any, container_id: str) -> CgroupStats | None:
         try:
             document = client.stats(container_id, stream=False, one_shot=True)
         except docker.errors.NotFound:
@@ -464,8 +469,16 @@ class DockerSource:
         except docker.errors.InvalidVersion:
             document = client.stats(container_id, stream=False)  # engines before API 1.41
         stats = parse_stats(document)
+        podman = self._engine is not None and self._engine.engine == "podman"
+        # Only this host's sysfs can tell which order is right: a remote engine's stays.
+        if stats is not None and podman and _is_local(self.base_url):
+            devices = unswap_device_numbers(stats.devices, self._is_block_device)
+            stats = replace(stats, devices=devices)
         # The one-shot answer is read when the call returns, not when the pass began.
         return None if stats is None else replace(stats, cpu_read_at=time.time())
+
+    def _is_block_device(self, device: str) -> bool:
+        return (self._sys_root / "dev" / "block" / device).exists()
 
     def _workload(
         self, container_id: str, meta: _ContainerMeta, stats: CgroupStats | None
