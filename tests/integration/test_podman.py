@@ -319,6 +319,8 @@ def test_api_block_devices_are_named_as_the_cgroup_numbers_them(
     names_cgroup = {d["name"] for d in workload(by_cgroup, reader)["block_devices"]}
     names_api = {d["name"] for d in workload(by_api, reader)["block_devices"]}
     assert names_api == names_cgroup
+    # A number densityd could not name would be printed as MAJ:MIN (a swapped one is no device).
+    assert not any(re.fullmatch(r"\d+:\d+", name) for name in names_api), names_api
 
 
 def has(container_id: str, metric: str = "densityd_workload_info"):  # type: ignore[no-untyped-def]
