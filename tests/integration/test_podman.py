@@ -371,3 +371,24 @@ def test_daemon_follows_renames_removals_and_says_podman(
     )
     podman("start", first)
     daemon.wait_for(has(first, "densityd_workload_memory_bytes"), timeout=15, what="restarted")
+
+
+def test_podman_update_is_seen_through_the_cgroup(
+    start_daemon,  # type: ignore[no-untyped-def]
+    podman: Podman,
+    pods: PodmanContainers,
+) -> None:
+    """Podman 4.3's ``update`` changes the cgroup but neither inspect nor the events."""
+    daemon: Daemon = start_daemon("--docker-host", podman.url, "--no-libvirt")
+    container = pods.run("--memory", "128m", "--cpus", "0.5")
+    daemon.wait_for(
+        lambda s: value_of(s, "densityd_workload_memory_limit_bytes", id=container) == 128 * MiB,
+        what="the first limits",
+    )
+    podman("update", "--memory", "64m", "--cpus", "0.25", container)
+    series = daemon.wait_for(
+        lambda s: value_of(s, "densityd_workload_memory_limit_bytes", id=container) == 64 * MiB,
+        timeout=10,
+        what="the updated memory limit",
+    )
+    assert value_of(series, "densityd_workload_cpu_limit_cores", id=container) == 0.25

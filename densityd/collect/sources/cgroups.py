@@ -74,6 +74,26 @@ class CgroupStats:
     cpu_read_at: float | None = dataclasses.field(default=None, compare=False)
 
 
+@dataclass(frozen=True, slots=True)
+class CgroupLimits:
+    """The limits a cgroup enforces now; ``None`` where it sets none."""
+
+    memory_bytes: int | None
+    cpu_cores: float | None
+
+
+# cgroup v1 prints "no memory limit" as the largest page-aligned long (9223372036854771712).
+_V1_UNLIMITED = 1 << 62
+
+
+def parse_cpu_max(text: str) -> float | None:
+    """Cores from a v2 ``cpu.max`` (``"25000 100000"`` -> 0.25, ``"max 100000"`` -> None)."""
+    quota, _, period = text.strip().partition(" ")
+    if quota == "max" or not quota:
+        return None
+    return int(quota) / int(period or 100_000)
+
+
 def _read(path: str) -> str:
     """Read a small kernel file whole (unbuffered, no text layer: the hot path's unit cost)."""
     with open(path, "rb", buffering=0) as handle:
@@ -200,6 +220,7 @@ class CgroupReader:
         self._cpu_dir = self._first_existing("cpuacct", "cpu,cpuacct", "cpuacct,cpu")
         self._memory_dir = self.root / "memory"
         self._blkio_dir = self._first_existing("blkio", "blkio,io")
+        self._quota_dir = self._first_existing("cpu", "cpu,cpuacct", "cpuacct,cpu")
 
     def _first_existing(self, *names: str) -> Path:
         for name in names:
@@ -246,6 +267,39 @@ class CgroupReader:
         if self.version == 2:
             return self._read_v2(f"{self.root}/{path}")
         return self._read_v1(path)
+
+    def read_limits(self, path: str) -> CgroupLimits:
+        """The memory limit and CPU quota the kernel enforces on a container's cgroup now.
+
+        Podman 4.3's ``podman update`` changes these files but neither its inspect data nor
+        its events, so for Podman they are the limits' only current source.
+        """
+        memory: int | None
+        cpu: float | None
+        if self.version == 2:
+            directory = f"{self.root}/{path}"
+            try:
+                text = _read(f"{directory}/memory.max").strip()
+                memory = None if text == "max" else int(text)
+            except (OSError, ValueError):
+                memory = None
+            try:
+                cpu = parse_cpu_max(_read(f"{directory}/cpu.max"))
+            except (OSError, ValueError):
+                cpu = None
+            return CgroupLimits(memory, cpu)
+        try:
+            value = int(_read(f"{self._memory_dir}/{path}/memory.limit_in_bytes"))
+            memory = value if value < _V1_UNLIMITED else None
+        except (OSError, ValueError):
+            memory = None
+        try:
+            quota = int(_read(f"{self._quota_dir}/{path}/cpu.cfs_quota_us"))
+            period = int(_read(f"{self._quota_dir}/{path}/cpu.cfs_period_us"))
+            cpu = quota / period if quota > 0 and period > 0 else None
+        except (OSError, ValueError):
+            cpu = None
+        return CgroupLimits(memory, cpu)
 
     def _read_v1(self, path: str) -> CgroupStats:
         memory = f"{self._memory_dir}/{path}"

@@ -40,6 +40,7 @@ from densityd.collect.sources.base import SourceUnavailable
 from densityd.collect.sources.block_names import BlockDeviceNames
 from densityd.collect.sources.cgroups import CgroupDriver, CgroupReader, CgroupStats, Engine
 from densityd.collect.sources.docker_stats import (
+    count_cpuset,
     cpu_limit_cores,
     parse_stats,
     storage_limit_bytes,
@@ -68,6 +69,7 @@ class _ContainerMeta:
     disk_limit_bytes: int | None
     cgroup_path: str | None
     labels: tuple[tuple[str, str], ...] = ()
+    cpuset_cores: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,12 +418,33 @@ class DockerSource:
             image=str((inspect.get("Config") or {}).get("Image") or inspect.get("Image", "")),
             state=status,
             cpu_limit_cores=cpu_limit_cores(host_config),
+            cpuset_cores=self._cpuset_cores(host_config),
             memory_limit_bytes=memory if memory > 0 else None,
             disk_limit_bytes=disk_limit,
             cgroup_path=cgroup_path,
             labels=allowlisted_labels(
                 (inspect.get("Config") or {}).get("Labels"), self._label_allowlist
             ),
+        )
+
+    @staticmethod
+    def _cpuset_cores(host_config: Mapping[str, Any]) -> float | None:
+        try:
+            count = count_cpuset(str(host_config.get("CpusetCpus") or ""))
+        except ValueError:
+            return None
+        return None if count is None else float(count)
+
+    def _with_cgroup_limits(self, meta: _ContainerMeta) -> _ContainerMeta:
+        """Podman's limits as its cgroup enforces them (its inspect misses ``podman update``)."""
+        if meta.cgroup_path is None:
+            return meta
+        limits = self._cgroups.read_limits(meta.cgroup_path)
+        cpu = [c for c in (limits.cpu_cores, meta.cpuset_cores) if c is not None]
+        return replace(
+            meta,
+            memory_limit_bytes=limits.memory_bytes,
+            cpu_limit_cores=min(cpu) if cpu else None,
         )
 
     def _proc_cgroup(self, pid: Any) -> str | None:
@@ -446,6 +469,8 @@ class DockerSource:
                 continue
             try:
                 stats = self._cgroups.read(meta.cgroup_path)
+                if self._engine is not None and self._engine.engine == "podman":
+                    meta = self._with_cgroup_limits(meta)
             except OSError:
                 continue  # the container stopped after the list: it is simply not running now
             samples.append(self._workload(container_id, meta, stats))

@@ -17,7 +17,13 @@ from typing import Any
 
 import pytest
 
-from densityd.collect.sources.cgroups import CgroupReader, DeviceIO, container_cgroup_path
+from densityd.collect.sources.cgroups import (
+    CgroupLimits,
+    CgroupReader,
+    DeviceIO,
+    container_cgroup_path,
+    parse_cpu_max,
+)
 from densityd.collect.sources.docker import DockerSource, _EngineInfo, engine_of
 from densityd.collect.sources.docker_stats import (
     cpu_limit_cores,
@@ -210,3 +216,31 @@ def test_probe_says_podman() -> None:
     finally:
         source._client = None
         source.close()
+
+
+def test_v1_limits_are_read_from_the_cgroup(tmp_path: Path) -> None:
+    """As ``podman update --memory 64m --cpus 0.25`` left them on this host (v1)."""
+    root = tmp_path / "v1"
+    shutil.copytree(CGROUP / "v1-podman-cgroupfs", root)
+    path = f"libpod_parent/libpod-{PODMAN_ID}"
+    (root / "memory" / path / "memory.limit_in_bytes").write_text("67108864\n")
+    (root / "cpu" / path).mkdir(parents=True)
+    (root / "cpu" / path / "cpu.cfs_quota_us").write_text("25000\n")
+    (root / "cpu" / path / "cpu.cfs_period_us").write_text("100000\n")
+    assert CgroupReader(root).read_limits(path) == CgroupLimits(64 * 1024 * 1024, 0.25)
+    # No limit: the largest page-aligned long, and a quota of -1.
+    (root / "memory" / path / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    (root / "cpu" / path / "cpu.cfs_quota_us").write_text("-1\n")
+    assert CgroupReader(root).read_limits(path) == CgroupLimits(None, None)
+
+
+def test_v2_limits_are_read_from_the_cgroup(tmp_path: Path) -> None:
+    podman_path = f"machine.slice/libpod-{PODMAN_ID}.scope"
+    root = moved_tree(tmp_path, "v2-systemd", "system.slice/docker-abc123.scope", podman_path)
+    (root / podman_path / "memory.max").write_text("134217728\n")
+    (root / podman_path / "cpu.max").write_text("50000 100000\n")
+    assert CgroupReader(root).read_limits(podman_path) == CgroupLimits(128 * 1024 * 1024, 0.5)
+    (root / podman_path / "memory.max").write_text("max\n")
+    (root / podman_path / "cpu.max").write_text("max 100000\n")
+    assert CgroupReader(root).read_limits(podman_path) == CgroupLimits(None, None)
+    assert parse_cpu_max("150000 100000") == 1.5
