@@ -122,12 +122,22 @@ class NodeInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ContainerEngine:
+    """The engine behind the Docker API source: Docker itself, or Podman's compatible API."""
+
+    name: str  # "docker" or "podman"
+    version: str
+    api_version: str
+
+
+@dataclass(frozen=True, slots=True)
 class SourceReading:
     """What one source returned from one pass."""
 
     workloads: tuple[WorkloadSample, ...] = ()
     host: HostSample | None = None
     node: NodeInfo | None = None
+    engine: ContainerEngine | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +161,7 @@ class Snapshot:
     host: HostSample | None = None
     node: NodeInfo | None = None
     sources: tuple[SourceStatus, ...] = ()
+    engine: ContainerEngine | None = None
     disk_usage_timestamp: float | None = None
     pass_duration_seconds: float = 0.0
 

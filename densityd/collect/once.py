@@ -69,6 +69,8 @@ def sample_document(snapshot: Snapshot, cpu_percent: dict[str, float]) -> dict[s
         "timestamp": snapshot.timestamp,
         "host": asdict(snapshot.host) if snapshot.host else None,
         "sources": [asdict(s) for s in snapshot.sources],
+        # The engine behind the Docker API source ({"name": "podman", ...}), when one answered.
+        "engine": asdict(snapshot.engine) if snapshot.engine else None,
         "workloads": workloads,
     }
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from densityd.collect.guarded import GuardedCall, gather
 from densityd.collect.sources.base import Source
 from densityd.model import (
+    ContainerEngine,
     HostSample,
     NodeInfo,
     Snapshot,
@@ -155,18 +156,21 @@ class Sampler:
             workloads: list[WorkloadSample] = []
             host: HostSample | None = None
             node: NodeInfo | None = None
+            engine: ContainerEngine | None = None
             for reading in readings:
                 if reading is None:
                     continue
                 workloads.extend(reading.workloads)
                 host = reading.host or host
                 node = reading.node or node
+                engine = reading.engine or engine
             workloads.sort(key=lambda w: (w.kind, w.name, w.id))
             snapshot = Snapshot(
                 timestamp=timestamp,
                 workloads=tuple(workloads),
                 host=host,
                 node=node,
+                engine=engine,
                 sources=self._statuses(),
                 disk_usage_timestamp=self._disk_usage_timestamp(),
                 pass_duration_seconds=time.monotonic() - started,

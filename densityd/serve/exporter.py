@@ -322,8 +322,17 @@ class SnapshotCollector:
                 ],
                 1,
             )
+        engine_info = GaugeMetricFamily(
+            "densityd_docker_engine_info",
+            "The engine behind the Docker API source (docker or podman); value is always 1.",
+            labels=["engine", "version", "api_version"],
+        )
+        engine = snapshot.engine if snapshot is not None else None
+        if engine is not None:
+            engine_info.add_metric([engine.name, engine.version, engine.api_version], 1)
         yield from gauges
         yield cpu_info
+        yield engine_info
         yield from ksm_gauges
         yield disk_total
         yield disk_free

@@ -1,10 +1,10 @@
 """Read a container's CPU, memory and block I/O straight from its cgroup files.
 
-This is the hot path of the Docker source: a handful of small file reads per container
-instead of one Engine API round trip (about 1 s each, DESIGN §3). It knows both cgroup
-versions and both Docker cgroup drivers, and it takes the cgroup root as a parameter so that
-densityd can run in a container with the host's ``/sys/fs/cgroup`` mounted elsewhere, and so
-that the parsers can be tested against recorded trees.
+This is the hot path of the Docker source (Docker or Podman behind it): a handful of small
+file reads per container instead of one Engine API round trip (about 1 s each, DESIGN §3). It
+knows both cgroup versions, both cgroup drivers and both engines' layouts, and it takes the
+cgroup root as a parameter so that densityd can run in a container with the host's
+``/sys/fs/cgroup`` mounted elsewhere, and so that the parsers can be tested against recorded trees.
 
 Files read, per version::
 
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Literal
 
 CgroupDriver = Literal["cgroupfs", "systemd"]
+Engine = Literal["docker", "podman"]
 
 # A device number as the kernel prints it in blkio and io.stat files: "MAJ:MIN".
 DEVICE_NUMBER = re.compile(r"[0-9]{1,10}:[0-9]{1,10}")
@@ -72,6 +73,26 @@ class CgroupStats:
     devices: tuple[DeviceIO, ...] = ()
     # Unix seconds, when the CPU counter was read: when, not what, so not compared.
     cpu_read_at: float | None = dataclasses.field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupLimits:
+    """The limits a cgroup enforces now; ``None`` where it sets none."""
+
+    memory_bytes: int | None
+    cpu_cores: float | None
+
+
+# cgroup v1 prints "no memory limit" as the largest page-aligned long (9223372036854771712).
+_V1_UNLIMITED = 1 << 62
+
+
+def parse_cpu_max(text: str) -> float | None:
+    """Cores from a v2 ``cpu.max`` (``"25000 100000"`` -> 0.25, ``"max 100000"`` -> None)."""
+    quota, _, period = text.strip().partition(" ")
+    if quota == "max" or not quota:
+        return None
+    return int(quota) / int(period or 100_000)
 
 
 def _read(path: str) -> str:
@@ -157,8 +178,21 @@ def expand_systemd_slice(slice_name: str) -> str:
     return "/".join("-".join(parts[: i + 1]) + ".slice" for i in range(len(parts)))
 
 
-def container_cgroup_path(container_id: str, cgroup_parent: str, driver: CgroupDriver) -> str:
-    """Return where Docker puts a container's cgroup, relative to a hierarchy's root."""
+def container_cgroup_path(
+    container_id: str, cgroup_parent: str, driver: CgroupDriver, engine: Engine = "docker"
+) -> str:
+    """Return where the engine puts a container's cgroup, relative to a hierarchy's root.
+
+    Docker: ``docker/<id>`` (cgroupfs) or ``system.slice/docker-<id>.scope`` (systemd).
+    Podman (rootful): ``libpod_parent/libpod-<id>`` (cgroupfs) or
+    ``machine.slice/libpod-<id>.scope`` (systemd); the same paths on cgroup v1 and v2.
+    """
+    if engine == "podman":
+        if driver == "systemd":
+            parent = expand_systemd_slice(cgroup_parent or "machine.slice")
+            return f"{parent}/libpod-{container_id}.scope".lstrip("/")
+        parent = (cgroup_parent or "/libpod_parent").strip("/")
+        return f"{parent}/libpod-{container_id}".lstrip("/")
     if driver == "systemd":
         parent = expand_systemd_slice(cgroup_parent or "system.slice")
         return f"{parent}/docker-{container_id}.scope".lstrip("/")
@@ -206,6 +240,7 @@ class CgroupReader:
         self._cpu_dir = self._first_existing("cpuacct", "cpu,cpuacct", "cpuacct,cpu")
         self._memory_dir = self.root / "memory"
         self._blkio_dir = self._first_existing("blkio", "blkio,io")
+        self._quota_dir = self._first_existing("cpu", "cpu,cpuacct", "cpuacct,cpu")
 
     def _first_existing(self, *names: str) -> Path:
         for name in names:
@@ -232,11 +267,12 @@ class CgroupReader:
         cgroup_parent: str,
         driver: CgroupDriver,
         proc_cgroup_text: str | None = None,
+        engine: Engine = "docker",
     ) -> str | None:
         """Find a container's cgroup path: the driver's layout first, then ``/proc/PID/cgroup``."""
-        guesses = [container_cgroup_path(container_id, cgroup_parent, driver)]
+        guesses = [container_cgroup_path(container_id, cgroup_parent, driver, engine)]
         other: CgroupDriver = "cgroupfs" if driver == "systemd" else "systemd"
-        guesses.append(container_cgroup_path(container_id, "", other))
+        guesses.append(container_cgroup_path(container_id, "", other, engine))
         from_proc = parse_proc_cgroup(proc_cgroup_text, self.version) if proc_cgroup_text else None
         if from_proc is not None and not from_proc.startswith("../"):
             guesses.append(from_proc)
@@ -296,6 +332,39 @@ class CgroupReader:
         if self.version == 2:
             return self._read_v2(f"{self.root}/{path}")
         return self._read_v1(path)
+
+    def read_limits(self, path: str) -> CgroupLimits:
+        """The memory limit and CPU quota the kernel enforces on a container's cgroup now.
+
+        Podman 4.3's ``podman update`` changes these files but neither its inspect data nor
+        its events, so for Podman they are the limits' only current source.
+        """
+        memory: int | None
+        cpu: float | None
+        if self.version == 2:
+            directory = f"{self.root}/{path}"
+            try:
+                text = _read(f"{directory}/memory.max").strip()
+                memory = None if text == "max" else int(text)
+            except (OSError, ValueError):
+                memory = None
+            try:
+                cpu = parse_cpu_max(_read(f"{directory}/cpu.max"))
+            except (OSError, ValueError):
+                cpu = None
+            return CgroupLimits(memory, cpu)
+        try:
+            value = int(_read(f"{self._memory_dir}/{path}/memory.limit_in_bytes"))
+            memory = value if value < _V1_UNLIMITED else None
+        except (OSError, ValueError):
+            memory = None
+        try:
+            quota = int(_read(f"{self._quota_dir}/{path}/cpu.cfs_quota_us"))
+            period = int(_read(f"{self._quota_dir}/{path}/cpu.cfs_period_us"))
+            cpu = quota / period if quota > 0 and period > 0 else None
+        except (OSError, ValueError):
+            cpu = None
+        return CgroupLimits(memory, cpu)
 
     def _read_v1(self, path: str) -> CgroupStats:
         memory = f"{self._memory_dir}/{path}"

@@ -11,12 +11,18 @@ allowlist; environment variables and other labels are never copied out of the in
 - usage comes from the cgroup files (``cgroups.CgroupReader``), or, where they cannot be
   reached (a remote ``DOCKER_HOST``, a container without the host's cgroup tree), from the
   Engine's one-shot stats on a bounded thread pool;
+- Podman's Docker-compatible API (``podman system service``) is the same source: the engine
+  is told apart by ``/version`` (a "Podman Engine" component), its cgroups are looked for in
+  Podman's layouts (``cgroups.container_cgroup_path``), and its changes are followed through
+  its own events endpoint, because the compatible one answers nothing for a window that has
+  already ended (see ``_changed_since_last_pass``);
 - the writable-layer size (``SizeRw``) needs ``containers(size=True)``, which can take minutes
   on a big host, so ``refresh_disk_usage`` runs on its own slow schedule.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -36,10 +42,17 @@ from densityd.collect.sources.cgroups import (
     CgroupDriver,
     CgroupReader,
     CgroupStats,
+    Engine,
     in_private_namespace,
 )
-from densityd.collect.sources.docker_stats import cpu_limit_cores, parse_stats, storage_limit_bytes
-from densityd.model import BlockDevice, SourceReading, WorkloadKind, WorkloadSample
+from densityd.collect.sources.docker_stats import (
+    count_cpuset,
+    cpu_limit_cores,
+    parse_stats,
+    storage_limit_bytes,
+    unswap_device_numbers,
+)
+from densityd.model import BlockDevice, ContainerEngine, SourceReading, WorkloadKind, WorkloadSample
 
 log = logging.getLogger("densityd.sources.docker")
 
@@ -62,17 +75,19 @@ class _ContainerMeta:
     disk_limit_bytes: int | None
     cgroup_path: str | None
     labels: tuple[tuple[str, str], ...] = ()
+    cpuset_cores: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class _EngineInfo:
-    """Facts about the Docker engine read once per connection."""
+    """Facts about the engine read once per connection."""
 
     version: str
     cgroup_driver: CgroupDriver
     cgroup_version: int
     root_dir: str
     api_version: str
+    engine: Engine = "docker"
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -99,6 +114,24 @@ def allowlisted_labels(
     """
     found = labels if isinstance(labels, Mapping) else {}
     return tuple((key, str(found.get(key) or "")) for key in allowlist)
+
+
+def engine_of(version: Mapping[str, Any]) -> tuple[Engine, str]:
+    """Which engine answered ``GET /version``, and its version: ("podman", "4.3.1").
+
+    Podman's compatible API says so in its components (``{"Name": "Podman Engine", ...}``);
+    its ``Version`` is Podman's own, not a Docker version.
+    """
+    for component in version.get("Components") or ():
+        if isinstance(component, Mapping) and component.get("Name") == "Podman Engine":
+            return "podman", str(component.get("Version") or version.get("Version") or "unknown")
+    platform = version.get("Platform")
+    if isinstance(platform, Mapping) and "podman" in str(platform.get("Name", "")).lower():
+        return "podman", str(version.get("Version") or "unknown")
+    return "docker", str(version.get("Version") or "unknown")
+
+
+_ENGINE_TITLES: dict[Engine, str] = {"docker": "Docker", "podman": "Podman"}
 
 
 def _is_local(base_url: str) -> bool:
@@ -154,6 +187,7 @@ class DockerSource:
         """Where the engine is reached, as configured or from ``DOCKER_HOST``."""
         # A remote engine's device numbers are its host's: this host's sysfs cannot name them.
         self._device_names = BlockDeviceNames(sys_root if _is_local(self.base_url) else None)
+        self._sys_root = Path(sys_root)
         self._use_cgroups = stats_mode == "cgroup" or (
             stats_mode == "auto" and _is_local(self.base_url) and self._cgroups.available()
         )
@@ -178,13 +212,15 @@ class DockerSource:
             # One connection per stats worker thread.
             client = self._api_client(self._timeout, self._pool_size)
             info = client.info()
+            engine, version = engine_of(client.version())
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             hint = " (is dockerd running?)" if _is_local(self.base_url) else ""
             raise SourceUnavailable(
                 f"cannot reach Docker at {self.base_url}: {_root_cause(exc)}{hint}"
             ) from exc
         self._engine = _EngineInfo(
-            version=str(info.get("ServerVersion", "unknown")),
+            engine=engine,
+            version=version if engine == "podman" else str(info.get("ServerVersion") or version),
             cgroup_driver="systemd" if info.get("CgroupDriver") == "systemd" else "cgroupfs",
             cgroup_version=int(info.get("CgroupVersion") or 1),
             root_dir=str(info.get("DockerRootDir") or "/var/lib/docker"),
@@ -235,7 +271,8 @@ class DockerSource:
             )
             how = f"reading the Engine stats API ({reason})"
         return (
-            f"Docker {engine.version} at {self.base_url} (API {engine.api_version}, "
+            f"{_ENGINE_TITLES[engine.engine]} {engine.version} at {self.base_url} "
+            f"(API {engine.api_version}, "
             f"cgroup v{engine.cgroup_version}, {engine.cgroup_driver} driver); {how}"
         )
 
@@ -280,7 +317,15 @@ class DockerSource:
                 stopped.append(self._workload(summary["Id"], meta, None))
 
         samples = self._read_usage(client, running)
-        return SourceReading(workloads=tuple(samples + stopped))
+        engine = self._engine
+        return SourceReading(
+            workloads=tuple(samples + stopped),
+            engine=(
+                None
+                if engine is None
+                else ContainerEngine(engine.engine, engine.version, engine.api_version)
+            ),
+        )
 
     def _changed_since_last_pass(self, client: Any) -> set[str]:
         """IDs of containers with update/rename/start events since the last pass."""
@@ -288,6 +333,8 @@ class DockerSource:
         since, self._events_since = self._events_since, now
         if since is None:
             return set()
+        if self._engine is not None and self._engine.engine == "podman":
+            return self._podman_changed_since(client, since)
         events: Iterable[Mapping[str, Any]] = client.events(
             since=since,
             until=now,
@@ -295,6 +342,33 @@ class DockerSource:
             filters={"type": "container", "event": list(_REFRESH_EVENTS)},
         )
         return {str(event.get("id") or event.get("Actor", {}).get("ID", "")) for event in events}
+
+    @staticmethod
+    def _podman_changed_since(client: Any, since: int) -> set[str]:
+        """The same question asked of Podman's own events endpoint, which can end by itself.
+
+        Podman 4.3's compatible ``/events`` treats ``until`` as a wall-clock deadline: with
+        an ``until`` already past it returns nothing at all, and with one ahead it holds the
+        call open until then. Its own ``/libpod/events?stream=false`` returns the events since
+        ``since`` that are logged and ends. An event logged during this call is seen again at
+        the next pass (whose ``since`` is this one's ``now``): one more inspect, no miss.
+        """
+        response = client._get(
+            client.base_url + "/v4.0.0/libpod/events",
+            params={
+                "since": since,
+                "stream": "false",
+                "filters": json.dumps({"type": ["container"], "event": list(_REFRESH_EVENTS)}),
+            },
+        )
+        client._raise_for_status(response)
+        changed: set[str] = set()
+        for line in response.text.splitlines():
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            changed.add(str(event.get("id") or (event.get("Actor") or {}).get("ID", "")))
+        return changed
 
     @staticmethod
     def _fingerprint(summary: Mapping[str, Any]) -> tuple[str, ...]:
@@ -348,6 +422,7 @@ class DockerSource:
                 str(host_config.get("CgroupParent") or ""),
                 self._engine.cgroup_driver if self._engine else "cgroupfs",
                 self._proc_cgroup(state.get("Pid")),
+                self._engine.engine if self._engine else "docker",
             )
             if cgroup_path is None:
                 log.debug("no cgroup found for container %s; using the stats API", container_id)
@@ -362,12 +437,33 @@ class DockerSource:
             image=str((inspect.get("Config") or {}).get("Image") or inspect.get("Image", "")),
             state=status,
             cpu_limit_cores=cpu_limit_cores(host_config),
+            cpuset_cores=self._cpuset_cores(host_config),
             memory_limit_bytes=memory if memory > 0 else None,
             disk_limit_bytes=disk_limit,
             cgroup_path=cgroup_path,
             labels=allowlisted_labels(
                 (inspect.get("Config") or {}).get("Labels"), self._label_allowlist
             ),
+        )
+
+    @staticmethod
+    def _cpuset_cores(host_config: Mapping[str, Any]) -> float | None:
+        try:
+            count = count_cpuset(str(host_config.get("CpusetCpus") or ""))
+        except ValueError:
+            return None
+        return None if count is None else float(count)
+
+    def _with_cgroup_limits(self, meta: _ContainerMeta) -> _ContainerMeta:
+        """Podman's limits as its cgroup enforces them (its inspect misses ``podman update``)."""
+        if meta.cgroup_path is None:
+            return meta
+        limits = self._cgroups.read_limits(meta.cgroup_path)
+        cpu = [c for c in (limits.cpu_cores, meta.cpuset_cores) if c is not None]
+        return replace(
+            meta,
+            memory_limit_bytes=limits.memory_bytes,
+            cpu_limit_cores=min(cpu) if cpu else None,
         )
 
     def _proc_cgroup(self, pid: Any) -> str | None:
@@ -392,6 +488,8 @@ class DockerSource:
                 continue
             try:
                 stats = self._cgroups.read(meta.cgroup_path)
+                if self._engine is not None and self._engine.engine == "podman":
+                    meta = self._with_cgroup_limits(meta)
             except OSError:
                 continue  # the container stopped after the list: it is simply not running now
             samples.append(self._workload(container_id, meta, stats))
@@ -407,8 +505,7 @@ class DockerSource:
         self._device_names.forget_unasked()
         return samples
 
-    @staticmethod
-    def _api_stats(client: Any, container_id: str) -> CgroupStats | None:
+    def _api_stats(self, client: Any, container_id: str) -> CgroupStats | None:
         try:
             document = client.stats(container_id, stream=False, one_shot=True)
         except docker.errors.NotFound:
@@ -416,8 +513,16 @@ class DockerSource:
         except docker.errors.InvalidVersion:
             document = client.stats(container_id, stream=False)  # engines before API 1.41
         stats = parse_stats(document)
+        podman = self._engine is not None and self._engine.engine == "podman"
+        # Only this host's sysfs can tell which order is right: a remote engine's stays.
+        if stats is not None and podman and _is_local(self.base_url):
+            devices = unswap_device_numbers(stats.devices, self._is_block_device)
+            stats = replace(stats, devices=devices)
         # The one-shot answer is read when the call returns, not when the pass began.
         return None if stats is None else replace(stats, cpu_read_at=time.time())
+
+    def _is_block_device(self, device: str) -> bool:
+        return (self._sys_root / "dev" / "block" / device).exists()
 
     def _workload(
         self, container_id: str, meta: _ContainerMeta, stats: CgroupStats | None

@@ -15,7 +15,7 @@ v1, trimmed)::
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from densityd.collect.sources.cgroups import (
@@ -99,6 +99,25 @@ def blkio_devices(entries: Any) -> tuple[DeviceIO, ...]:
             device = f"{entry.get('major')}:{entry.get('minor')}"
             triples.append((device, what, str(entry.get("value", 0))))
     return per_device(triples)
+
+
+def unswap_device_numbers(
+    devices: tuple[DeviceIO, ...], is_device: Callable[[str], bool]
+) -> tuple[DeviceIO, ...]:
+    """Devices whose ``MAJ:MIN`` names no device but whose ``MIN:MAJ`` does, turned around.
+
+    Podman 4.3's compatible stats swap ``major`` and ``minor`` (``/dev/vda``, 254:0, comes as
+    ``{"major": 0, "minor": 254}``); its cgroup files say 254:0. Only a number that does not
+    exist while its reverse does is turned, so an engine that reports them right is unharmed.
+    """
+    fixed = []
+    for device in devices:
+        major, _, minor = device.device.partition(":")
+        reverse = f"{minor}:{major}"
+        if not is_device(device.device) and is_device(reverse):
+            device = DeviceIO(reverse, device.read_bytes, device.written_bytes)
+        fixed.append(device)
+    return tuple(fixed)
 
 
 def count_cpuset(cpuset: str) -> int | None:
