@@ -18,7 +18,8 @@ Every running VM gets one status, exported as ``densityd_vm_guest_memory_status`
   guest, or it has not reported yet: the first report comes a period or so after it loads);
 - ``no_stats_period``: a balloon device without a ``<stats period>``, so nothing is asked of
   the guest (the period cannot be set over densityd's read-only connection: it belongs in the
-  domain XML);
+  domain XML). The driver still sends one report as it loads and QEMU keeps answering with it
+  (``last-update`` set, never advancing): figures from the guest's boot, not exported;
 - ``no_balloon``: no balloon device (``<memballoon model='none'/>``).
 """
 
@@ -68,6 +69,10 @@ def guest_stats(
     """
     if balloon_model is None or balloon_model == "none":
         return GuestStats(NO_BALLOON, None, None)
+    if not period:
+        # The driver sends one report as it loads, and QEMU keeps answering with it: figures
+        # with no period are from the guest's boot and never refreshed (seen on the test guest).
+        return GuestStats(NO_STATS_PERIOD, None, None)
     last_update = stats.get("balloon.last-update")
     reported = (
         isinstance(last_update, int)
@@ -77,16 +82,12 @@ def guest_stats(
         and "balloon.usable" in stats
     )
     if not reported:
-        return GuestStats(NOT_REPORTED if period else NO_STATS_PERIOD, None, None)
+        return GuestStats(NOT_REPORTED, None, None)
     assert isinstance(last_update, int)
     if previous is not None and previous.last_update == last_update:
         seen = previous
     else:
         seen = Seen(last_update, now)
     age = max(0.0, now - seen.first_seen_at)
-    if not period:
-        # Figures reported once, before the period was switched off (virsh dommemstat
-        # --period 0): they will never be refreshed.
-        return GuestStats(STALE, age, seen)
     status = STALE if age > STALE_PERIODS * period + 1 else CURRENT
     return GuestStats(status, age, seen)
