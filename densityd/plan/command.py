@@ -143,10 +143,10 @@ def plan_command(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         if store is not None:
             store.close()
-    context = plan_context(
-        second, history, settings, data_dirs=data_dirs, rates=cpu_rates(first, second)
-    )
     try:
+        context = plan_context(
+            second, history, settings, data_dirs=data_dirs, rates=cpu_rates(first, second)
+        )
         document = _local_document(context, requests)
         if packing is not None:
             views = plan_views(args)

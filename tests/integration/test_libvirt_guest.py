@@ -9,6 +9,10 @@ sleeps, so its used memory is steady once printed. The balloon driver reports ev
 
 from __future__ import annotations
 
+import json
+import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -139,3 +143,59 @@ def test_vms_without_a_period_a_balloon_or_a_driver_say_so(
         assert used(series, uuid) is None
         assert value_of(series, "densityd_vm_guest_stats_age_seconds", id=uuid) is None
         assert value_of(series, "densityd_workload_memory_bytes", id=uuid) is not None
+
+
+def plan(prefix: str, state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``densityd plan --compare`` of a small app, from a live sample of the VMs named prefix*."""
+    command = [sys.executable, "-m", "densityd", "plan", "--profile", "cpu=0.5,memory=64Mi"]
+    command += ["--compare", "--no-docker", "--scope", prefix + "*"]
+    command += ["--state-dir", str(state_dir), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_guest_os_measured_is_the_median_guest_used_of_real_guests(
+    vms: VMs, guest: GuestImage, libvirt_ready: str, tmp_path: Path
+) -> None:
+    """Three real guests, one busy (a 64 MiB fill): --guest-os measured is the median of their
+    own MemTotal - MemAvailable (the idle guests', within the tolerance), from 3 VMs, and plan
+    --compare shows it next to the table's 512 MiB; with only a BIOS VM (no driver) in scope,
+    --guest-os measured exits 2 naming the flag."""
+    prefix = f"densityd-test-m{time.monotonic_ns() % 10**6:06d}-"
+    consoles = []
+    for index, fill in enumerate((0, 0, 64)):
+        console = vms.workdir / f"console-m{index}.log"
+        vms.define(
+            memory_mib=192,
+            disks_mib=(),
+            guest=guest,
+            cmdline=f"densityd.fill={fill}",
+            console=console,
+            balloon_period=PERIOD,
+            name=f"{prefix}{index}",
+        )
+        consoles.append(console)
+    truth = statistics.median(guest_used(read_meminfo(c)) for c in consoles)
+    deadline = time.monotonic() + 60
+    while True:  # until every guest's balloon driver has reported once
+        stats = [virsh("domstats", "--balloon", f"{prefix}{i}") for i in range(3)]
+        if all("balloon.usable" in text for text in stats) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+
+    result = plan(prefix, tmp_path / "state", "--guest-os", "measured", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    guest_os = json.loads(result.stdout)["comparison"]["guest_os_memory"]
+    assert guest_os["measured_vms"] == 3
+    assert abs(guest_os["measured_bytes"] - truth) <= TOLERANCE, (guest_os, truth / MiB)
+    assert guest_os["table_bytes"] == 512 * MiB
+    vm_overhead = json.loads(result.stdout)["comparison"]["vm_overhead"]
+    assert vm_overhead["guest_os_memory"] == guest_os["measured_bytes"]
+    table = plan(prefix, tmp_path / "state").stdout
+    assert "guest OS RAM: table debian 512.0MiB, measured" in table
+    assert "(median guest used of 3 VM(s))" in table
+
+    bios = f"densityd-test-b{time.monotonic_ns() % 10**6:06d}-0"
+    vms.define(memory_mib=64, balloon_period=PERIOD, name=bios)
+    refused = plan(bios, tmp_path / "state", "--guest-os", "measured")
+    assert refused.returncode == 2, refused.stderr
+    assert "--guest-os measured: no running VM reports current guest memory" in refused.stderr

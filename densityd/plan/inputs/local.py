@@ -107,8 +107,11 @@ def shim_settings(plan_settings: PlanSettings, host: HostSample | None) -> PlanS
     return replace(plan_settings, container_shim_bytes=measured, shim_measured=True)
 
 
-def guest_os_settings(plan_settings: PlanSettings, snapshot: Snapshot) -> tuple[PlanSettings, str]:
-    """The guest OS measured from the running VMs that report current guest memory, and a note.
+def guest_os_settings(
+    plan_settings: PlanSettings, snapshot: Snapshot, scopes: Sequence[str] = ()
+) -> tuple[PlanSettings, str]:
+    """The guest OS measured from the running VMs in scope that report current guest memory,
+    and a note saying how much, from how many VMs, next to the table value.
 
     ``--guest-os measured`` with no such VM is a ``PlanRequestError`` naming the flag.
     """
@@ -116,7 +119,10 @@ def guest_os_settings(plan_settings: PlanSettings, snapshot: Snapshot) -> tuple[
         [
             float(w.guest_memory_used_bytes)
             for w in snapshot.workloads
-            if w.kind is WorkloadKind.VM and w.running and w.guest_memory_used_bytes is not None
+            if w.kind is WorkloadKind.VM
+            and w.running
+            and w.guest_memory_used_bytes is not None
+            and in_scope(w, scopes)
         ]
     )
     if measured is None:
@@ -289,7 +295,7 @@ def plan_context(
         if in_scope(sample, settings.scopes)
     )
     plan_settings, calibration = calibrate_qemu(demands, plan_settings)
-    plan_settings, guest_note = guest_os_settings(plan_settings, snapshot)
+    plan_settings, guest_note = guest_os_settings(plan_settings, snapshot, settings.scopes)
     declared_parts = settings.declared_capacity
     declared: dict[Resource, float] = {}
     if declared_parts is not None:
