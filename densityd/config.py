@@ -208,7 +208,8 @@ class Settings(BaseSettings):
     guest_os: str = Field(
         "debian",
         description="Guest OS whose RAM and disk baseline a container-shaped app pays "
-        "when planned as a VM.",
+        "when planned as a VM; 'measured' takes the RAM from the running VMs' guests "
+        "(the median guest used memory).",
     )
     plan_profiles: list[str] = Field(
         default_factory=list,
@@ -258,8 +259,9 @@ class Settings(BaseSettings):
     @field_validator("guest_os")
     @classmethod
     def _check_guest_os(cls, value: str) -> str:
-        if value not in GUEST_OS_BASELINES:
-            raise ValueError(f"unknown guest OS; known: {', '.join(sorted(GUEST_OS_BASELINES))}")
+        known = [*GUEST_OS_BASELINES, "measured"]
+        if value not in known:
+            raise ValueError(f"unknown guest OS; known: {', '.join(sorted(known))}")
         return value
 
     @field_validator("log_level", mode="before")

@@ -63,7 +63,11 @@ class WorkloadSample:
     # the sum drops when a device is removed (the exporter exports each device's counter).
     disk_read_bytes: int | None = None
     disk_written_bytes: int | None = None
+    # Only when the guest's figures are current (``guest_stats_status == "current"``); the
+    # status says why not otherwise ("" for containers and VMs not running).
     guest_memory_used_bytes: int | None = None
+    guest_stats_status: str = ""
+    guest_stats_age_seconds: float | None = None
     os: str = ""
     block_devices: tuple[BlockDevice, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()

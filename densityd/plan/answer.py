@@ -15,6 +15,7 @@ from typing import Any
 
 from densityd.model import WorkloadKind
 from densityd.plan.core import packing
+from densityd.plan.core.cost import MEASURED, MEASURED_DISK_FROM, guest_os_baseline
 from densityd.plan.core.demand import default_profile, like_profile
 from densityd.plan.core.fleet import FleetAnswer, HostUse, fleet_answers, pack_fleet
 from densityd.plan.core.model import Answer, PlanSettings, Profile, Resource, View, WorkloadDemand
@@ -127,6 +128,7 @@ def plan_document(context: PlanContext, request: PlanRequest) -> dict[str, Any]:
                 "vm_remaining": vm.remaining,
                 "ratio": compare_ratio(container, vm),
                 "vm_overhead": dict(vm.overhead),
+                "guest_os_memory": guest_os_comparison(context.settings),
             }
     assumptions = settings_assumptions(context.settings)
     assumptions["scope"] = list(context.scopes) or "all workloads"
@@ -139,6 +141,19 @@ def plan_document(context: PlanContext, request: PlanRequest) -> dict[str, Any]:
         generated_at=context.snapshot.timestamp,
         origins=origins,
     )
+
+
+def guest_os_comparison(settings: PlanSettings) -> dict[str, Any]:
+    """The guest OS's RAM from the table next to the one measured on this host, with its VMs."""
+    table = guest_os_baseline(
+        settings.guest_os if settings.guest_os != MEASURED else MEASURED_DISK_FROM
+    )
+    return {
+        "table": table.name,
+        "table_bytes": table.memory,
+        "measured_bytes": settings.measured_guest_os_memory,
+        "measured_vms": settings.measured_guest_os_vms,
+    }
 
 
 def headlines(found: Sequence[Answer]) -> list[Answer]:

@@ -143,10 +143,10 @@ def plan_command(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         if store is not None:
             store.close()
-    context = plan_context(
-        second, history, settings, data_dirs=data_dirs, rates=cpu_rates(first, second)
-    )
     try:
+        context = plan_context(
+            second, history, settings, data_dirs=data_dirs, rates=cpu_rates(first, second)
+        )
         document = _local_document(context, requests)
         if packing is not None:
             views = plan_views(args)
@@ -183,6 +183,14 @@ def fleet_command(
     packing: PackingRequest | None,
 ) -> int:
     """Plan every host Prometheus shows; exit status as ``plan_command`` says."""
+    if settings.guest_os == "measured":
+        # The fleet path does not read densityd_vm_guest_memory_used_bytes yet.
+        print(
+            "densityd plan: --guest-os measured is for a local plan; with --prometheus pick a "
+            "table entry (alpine, debian, ubuntu, rhel, windows, none)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         conn = connection(
             args.prometheus,

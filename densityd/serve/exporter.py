@@ -120,8 +120,15 @@ WORKLOAD_METRICS: tuple[WorkloadMetric, ...] = (
         "densityd_vm_guest_memory_used_bytes",
         False,
         "Memory the guest itself uses (available minus usable), where its balloon driver "
-        "reports it.",
+        "reports it and the report is current (densityd_vm_guest_memory_status says why not).",
         lambda w: w.guest_memory_used_bytes,
+    ),
+    WorkloadMetric(
+        "densityd_vm_guest_stats_age_seconds",
+        False,
+        "Seconds (host clock) since the guest's balloon.last-update last advanced, as seen by "
+        "densityd; absent when the guest reports nothing.",
+        lambda w: w.guest_stats_age_seconds,
     ),
 )
 
@@ -231,9 +238,18 @@ class SnapshotCollector:
             "a container wrote to).",
             labels=DEVICE_LABELS,
         )
+        guest_status = GaugeMetricFamily(
+            "densityd_vm_guest_memory_status",
+            "Whether a running VM's guest memory figures are known; value is always 1. status: "
+            "current, stale, not_reported (no balloon driver, or no report yet), "
+            "no_stats_period, no_balloon.",
+            labels=[*IDENTITY_LABELS, "status"],
+        )
         for workload in workloads:
             identity = [str(workload.kind), workload.id, workload.name]
             values = dict(workload.labels)
+            if workload.guest_stats_status:
+                guest_status.add_metric([*identity, workload.guest_stats_status], 1)
             info.add_metric(
                 [
                     *identity,
@@ -264,6 +280,7 @@ class SnapshotCollector:
         yield device_written
         yield device_bytes
         yield device_capacity
+        yield guest_status
 
     @staticmethod
     def _host_families(snapshot: Snapshot | None) -> Iterator[Metric]:

@@ -301,8 +301,18 @@ class VMs:
         os_id: str | None = None,
         start: bool = True,
         transient: bool = False,
+        guest: Any = None,
+        cmdline: str = "",
+        balloon: str | None = "virtio",
+        balloon_period: int | None = None,
+        console: Path | None = None,
     ) -> str:
         """Define a domain (started unless ``start`` is false); returns its UUID.
+
+        ``guest`` (a ``tests.integration.guest.GuestImage``) boots a real Linux guest by direct
+        kernel boot with ``cmdline`` (``console=ttyS0`` is added), its serial console written to
+        ``console``. ``balloon`` is the ``<memballoon>`` model (``None``: no element at all) and
+        ``balloon_period`` its ``<stats period>`` in seconds (``None``: no stats element).
 
         ``disks_mib`` are virtio disks (vda, vdb, ...); ``scsi_disks_mib`` are SCSI disks (sda,
         ...) on a virtio-scsi controller, which the BIOS tries to boot from first (so it reads
@@ -334,11 +344,28 @@ class VMs:
             if os_id
             else ""
         )
+        boot = serial = ""
+        if guest is not None:
+            boot = (
+                f"<kernel>{guest.kernel}</kernel><initrd>{guest.initrd}</initrd>"
+                f"<cmdline>{xml_escape(('console=ttyS0 ' + cmdline).strip())}</cmdline>"
+            )
+        if console is not None:
+            # libvirt makes the console of the first serial port by itself.
+            serial = f"<serial type='file'><source path='{console}'/><target port='0'/></serial>"
+        if balloon is None:
+            memballoon = ""
+        elif balloon_period is None:
+            memballoon = f"<memballoon model='{balloon}'/>"
+        else:
+            memballoon = (
+                f"<memballoon model='{balloon}'><stats period='{balloon_period}'/></memballoon>"
+            )
         xml = (
             f"<domain type='qemu'><name>{xml_escape(name)}</name>{metadata}"
             f"<memory unit='MiB'>{memory_mib}</memory><vcpu>{vcpus}</vcpu>"
-            "<os><type arch='x86_64' machine='pc'>hvm</type></os>"
-            f"<devices>{''.join(disks)}<memballoon model='virtio'/></devices></domain>"
+            f"<os><type arch='x86_64' machine='pc'>hvm</type>{boot}</os>"
+            f"<devices>{''.join(disks)}{serial}{memballoon}</devices></domain>"
         )
         xml_path = self.workdir / f"{uuid.uuid4().hex[:8]}.xml"
         xml_path.write_text(xml)

@@ -35,6 +35,7 @@ from tests.integration.backends import (
     missing_backend,
     virsh,
 )
+from tests.integration.guest import BUSYBOX, GuestImage, guest_image
 
 
 @pytest.fixture(scope="session")
@@ -127,6 +128,18 @@ def libvirt_ready() -> str:
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         missing_backend(f"libvirtd does not answer at {LIBVIRT_URI}: {exc}")
     return LIBVIRT_URI
+
+
+@pytest.fixture(scope="session")
+def guest(libvirt_ready: str) -> GuestImage:
+    """Debian's kernel and a busybox initramfs for real guests, built once and cached."""
+    if not os.path.exists(BUSYBOX) or shutil.which("apt-get") is None:
+        missing_backend("a real guest needs busybox-static and apt-get (DESIGN §4.1)")
+    try:
+        return guest_image()
+    except (OSError, subprocess.CalledProcessError, RuntimeError) as exc:
+        missing_backend(f"cannot build the guest kernel and initramfs: {exc}")
+        raise
 
 
 @pytest.fixture

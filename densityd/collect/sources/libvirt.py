@@ -31,6 +31,7 @@ from typing import Any
 
 import libvirt
 
+from densityd.collect.sources.balloon import CURRENT, GuestStats, Seen, guest_stats
 from densityd.collect.sources.base import SourceUnavailable
 from densityd.collect.sources.libvirt_xml import DomainConfig, parse_domain_xml, pool_target_path
 from densityd.model import BlockDevice, NodeInfo, SourceReading, WorkloadKind, WorkloadSample
@@ -138,8 +139,13 @@ def vm_sample(
     devices: tuple[BlockDevice, ...],
     *,
     read_at: float | None = None,
+    guest: GuestStats | None = None,
 ) -> WorkloadSample:
-    """One VM's sample from its stats (read at ``read_at``), its configuration, its disks."""
+    """One VM's sample from its stats (read at ``read_at``), its configuration, its disks.
+
+    ``guest`` says whether the balloon figures are current (``balloon.guest_stats``); without
+    it they are taken as current (a one-off reading has nothing to compare with).
+    """
     state = _int(stats, "state.state") or 0
     active = state in ACTIVE_STATES
     cpu_time = _int(stats, "cpu.time")
@@ -160,7 +166,13 @@ def vm_sample(
         disk_limit_bytes=_sum([d.capacity_bytes for d in devices]),
         disk_read_bytes=_sum([d.read_bytes for d in devices]) if active else None,
         disk_written_bytes=_sum([d.written_bytes for d in devices]) if active else None,
-        guest_memory_used_bytes=guest_memory_used(stats) if active else None,
+        guest_memory_used_bytes=(
+            guest_memory_used(stats)
+            if active and (guest is None or guest.status == CURRENT)
+            else None
+        ),
+        guest_stats_status=guest.status if active and guest is not None else "",
+        guest_stats_age_seconds=guest.age_seconds if active and guest is not None else None,
         block_devices=devices,
         cpu_read_at=read_at if active and cpu_time is not None else None,
     )
@@ -213,6 +225,8 @@ class LibvirtSource:
         self._dirty_lock = threading.Lock()
         self._pool_paths: tuple[str, ...] = ()
         self._node: NodeInfo | None = None
+        # Per VM, the last balloon.last-update seen and when: how stale guest figures are told.
+        self._balloon_seen: dict[str, Seen] = {}
 
     # -- connection -------------------------------------------------------------------
 
@@ -310,6 +324,8 @@ class LibvirtSource:
             raise
         for gone in set(self._meta) - seen:
             del self._meta[gone]
+        for gone in set(self._balloon_seen) - seen:
+            del self._balloon_seen[gone]
         self._pool_paths = self._read_pool_paths(conn)
         return SourceReading(workloads=tuple(samples), node=self._node)
 
@@ -345,12 +361,25 @@ class LibvirtSource:
         read_at: float | None = None,
     ) -> WorkloadSample:
         """One VM's sample; only its configured disks count (a CD-ROM is not its storage)."""
+        guest: GuestStats | None = None
         if int(stats.get("state.state", 0)) in ACTIVE_STATES:
             targets = {disk.target for disk in meta.config.disks}
             devices = tuple(d for d in block_devices(stats) if d.name in targets)
+            guest = guest_stats(
+                stats,
+                meta.config.balloon_model,
+                meta.config.balloon_period,
+                self._balloon_seen.get(uuid),
+                time.monotonic(),
+            )
+            if guest.seen is not None:
+                self._balloon_seen[uuid] = guest.seen
+            else:
+                self._balloon_seen.pop(uuid, None)
         else:
             devices = self._inactive_devices(domain, meta)
-        return vm_sample(uuid, meta.config, stats, devices, read_at=read_at)
+            self._balloon_seen.pop(uuid, None)
+        return vm_sample(uuid, meta.config, stats, devices, read_at=read_at, guest=guest)
 
     @staticmethod
     def _inactive_devices(domain: Any, meta: _DomainMeta) -> tuple[BlockDevice, ...]:

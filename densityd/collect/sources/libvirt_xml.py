@@ -14,6 +14,7 @@ the parts read from a domain::
       <memory unit='KiB'>1048576</memory>
       <vcpu placement='static' current='1'>2</vcpu>
       <devices>
+        <memballoon model='virtio'><stats period='10'/></memballoon>
         <disk type='file' device='disk'>
           <driver name='qemu' type='qcow2'/>
           <source file='/var/lib/libvirt/images/web-1.qcow2'/>
@@ -61,6 +62,9 @@ class DomainConfig:
     vcpus: int | None
     os: str
     disks: tuple[DiskConfig, ...]
+    # ``<memballoon model=...>`` (None: no element) and its ``<stats period>`` in seconds.
+    balloon_model: str | None = None
+    balloon_period: int | None = None
 
 
 def _bytes(element: ET.Element | None) -> int | None:
@@ -99,7 +103,15 @@ def parse_domain_xml(text: str) -> DomainConfig:
                 has_backing_file=backing is not None,
             )
         )
+    balloon = root.find("devices/memballoon")
+    balloon_period: int | None = None
+    if balloon is not None:
+        stats = balloon.find("stats")
+        period = stats.get("period", "") if stats is not None else ""
+        balloon_period = int(period) if period.strip().isdigit() else None
     return DomainConfig(
+        balloon_model=balloon.get("model", "") if balloon is not None else None,
+        balloon_period=balloon_period,
         name=(root.findtext("name") or "").strip(),
         uuid=(root.findtext("uuid") or "").strip(),
         memory_bytes=_bytes(root.find("memory")),

@@ -46,13 +46,47 @@ GUEST_OS_BASELINES: dict[str, GuestOS] = {
 }
 
 
-def guest_os_baseline(name: str) -> GuestOS:
-    """The baseline of one guest OS by name; ``ValueError`` naming the known ones otherwise."""
+# ``--guest-os measured``: the guest OS as the running VMs' guests report it (its disk, not
+# measurable from the host, is the default table entry's).
+MEASURED = "measured"
+MEASURED_DISK_FROM = "debian"
+
+
+def guest_os_baseline(name: str, settings: PlanSettings | None = None) -> GuestOS:
+    """The baseline of one guest OS by name; ``ValueError`` naming the known ones otherwise.
+
+    ``measured`` needs ``settings`` holding a measurement (``measured_guest_os``).
+    """
+    if name == MEASURED:
+        if settings is None or settings.measured_guest_os_memory is None:
+            raise ValueError(
+                "--guest-os measured: no running VM reports current guest memory (a virtio "
+                "balloon with <stats period='N'/> and the guest's balloon driver); pick a "
+                f"table entry: {', '.join(sorted(GUEST_OS_BASELINES))}"
+            )
+        disk = GUEST_OS_BASELINES[MEASURED_DISK_FROM].disk
+        return GuestOS(MEASURED, memory=settings.measured_guest_os_memory, disk=disk)
     try:
         return GUEST_OS_BASELINES[name]
     except KeyError:
-        known = ", ".join(sorted(GUEST_OS_BASELINES))
+        known = ", ".join(sorted([*GUEST_OS_BASELINES, MEASURED]))
         raise ValueError(f"unknown guest OS {name!r}: known are {known}") from None
+
+
+def measured_guest_os(guest_used: Sequence[float]) -> tuple[float, int] | None:
+    """The guest OS's memory measured on this host: the median of the guests' used memory.
+
+    ``guest_used`` is each running VM's own used memory (balloon available - usable, only
+    when current). From outside a guest its workload's share cannot be told apart, so this is
+    the memory a guest uses beyond the host's view of nothing: for idle or small-app guests it
+    is the OS baseline, and the median keeps a minority of busy guests from moving it. It is an
+    upper bound of the OS alone on a host whose VMs all run big apps (docs/planner-truth.md).
+    Returns (median bytes, VM count), or None when no VM reports.
+    """
+    known = [float(v) for v in guest_used if v is not None and v >= 0]
+    if not known:
+        return None
+    return float(statistics.median(known)), len(known)
 
 
 def qemu_overhead(guest_ram: float, vcpus: int, settings: PlanSettings) -> float:
@@ -166,10 +200,16 @@ def _vm_cost(
     notes: list[str] = []
     guest = GuestOS("none", memory=0.0, disk=0.0)
     if not profile.includes_guest_os:
-        guest = guest_os_baseline(settings.guest_os)
+        guest = guest_os_baseline(settings.guest_os, settings)
+        how = (
+            f" (median guest used of {settings.measured_guest_os_vms} VM(s); disk from the "
+            f"{MEASURED_DISK_FROM} table)"
+            if guest.name == MEASURED
+            else ""
+        )
         notes.append(
             f"guest OS {guest.name} added (the profile has none): {human_bytes(guest.memory)} "
-            f"RAM, {human_bytes(guest.disk)} disk"
+            f"RAM, {human_bytes(guest.disk)} disk{how}"
         )
     vcpus = profile_vcpus(profile)
     # The RAM/512 term is about the configured guest RAM (page tables, dirty bitmaps), so

@@ -205,6 +205,10 @@ class PlanSettings:
     qemu_ram_divisor: float = 512.0
     qemu_per_vcpu_bytes: float = 8 * MIB
     guest_os: str = "debian"
+    # The guest OS measured on this host (``cost.measured_guest_os``): the median memory the
+    # running VMs' guests report using, and over how many VMs; None when none reports.
+    measured_guest_os_memory: float | None = None
+    measured_guest_os_vms: int = 0
     qemu_calibrated: bool = False
     min_trend_seconds: float = 600.0
 

@@ -19,7 +19,13 @@ from densityd.config import Settings
 from densityd.history.schema import StoreError
 from densityd.history.store import HistoryStore
 from densityd.model import DiskUsage, HostSample, Snapshot, WorkloadKind, WorkloadSample
-from densityd.plan.core.cost import calibrate_qemu
+from densityd.plan.core.cost import (
+    MEASURED,
+    MEASURED_DISK_FROM,
+    calibrate_qemu,
+    guest_os_baseline,
+    measured_guest_os,
+)
 from densityd.plan.core.demand import workload_demand
 from densityd.plan.core.model import (
     RESOURCES,
@@ -35,6 +41,7 @@ from densityd.plan.core.model import (
 from densityd.plan.core.trend import summed, with_disk_of
 from densityd.plan.inputs.last_known import SOURCE_KINDS
 from densityd.plan.request import KINDS, PlanRequestError
+from densityd.units import human_bytes
 
 log = logging.getLogger("densityd.planning")
 
@@ -98,6 +105,42 @@ def shim_settings(plan_settings: PlanSettings, host: HostSample | None) -> PlanS
         return plan_settings
     measured = float(statistics.median(host.container_shim_rss_bytes))
     return replace(plan_settings, container_shim_bytes=measured, shim_measured=True)
+
+
+def guest_os_settings(
+    plan_settings: PlanSettings, snapshot: Snapshot, scopes: Sequence[str] = ()
+) -> tuple[PlanSettings, str]:
+    """The guest OS measured from the running VMs in scope that report current guest memory,
+    and a note saying how much, from how many VMs, next to the table value.
+
+    ``--guest-os measured`` with no such VM is a ``PlanRequestError`` naming the flag.
+    """
+    measured = measured_guest_os(
+        [
+            float(w.guest_memory_used_bytes)
+            for w in snapshot.workloads
+            if w.kind is WorkloadKind.VM
+            and w.running
+            and w.guest_memory_used_bytes is not None
+            and in_scope(w, scopes)
+        ]
+    )
+    if measured is None:
+        if plan_settings.guest_os == MEASURED:
+            try:
+                guest_os_baseline(MEASURED, plan_settings)
+            except ValueError as exc:
+                raise PlanRequestError(str(exc)) from None
+        return plan_settings, ""
+    memory, vms = measured
+    table = guest_os_baseline(
+        plan_settings.guest_os if plan_settings.guest_os != MEASURED else MEASURED_DISK_FROM
+    )
+    note = (
+        f"guest OS measured: {human_bytes(memory)} median guest used over {vms} VM(s) "
+        f"(table {table.name}: {human_bytes(table.memory)})"
+    )
+    return replace(plan_settings, measured_guest_os_memory=memory, measured_guest_os_vms=vms), note
 
 
 def _disk_for(host: HostSample, paths: Sequence[str]) -> DiskUsage | None:
@@ -252,6 +295,7 @@ def plan_context(
         if in_scope(sample, settings.scopes)
     )
     plan_settings, calibration = calibrate_qemu(demands, plan_settings)
+    plan_settings, guest_note = guest_os_settings(plan_settings, snapshot, settings.scopes)
     declared_parts = settings.declared_capacity
     declared: dict[Resource, float] = {}
     if declared_parts is not None:
@@ -259,7 +303,7 @@ def plan_context(
             value = declared_parts.get(resource)
             if value is not None:
                 declared[resource] = value
-    notes = [history.note, calibration]
+    notes = [history.note, calibration, *([guest_note] if guest_note else [])]
     disks: dict[WorkloadKind, DiskUsage | None] = {}
     fallbacks: dict[WorkloadKind, str] = {}
     for kind in KINDS:

@@ -441,7 +441,25 @@ def _comparison_lines(
         )
     if paid:
         sentence += f"; the VM pays {' and '.join(paid)}"
-    return [f"Containers or VMs, profile {profile}:", wrap(sentence, "  ", "  ")]
+    lines = [f"Containers or VMs, profile {profile}:", wrap(sentence, "  ", "  ")]
+    guest = comparison.get("guest_os_memory")
+    if isinstance(guest, Mapping):
+        measured = guest.get("measured_bytes")
+        told = (
+            f"measured {human_bytes(measured)} (median guest used of "
+            f"{guest.get('measured_vms')} VM(s))"
+            if measured is not None
+            else "not measured (no running VM reports current guest memory)"
+        )
+        lines.append(
+            wrap(
+                f"guest OS RAM: table {guest.get('table')} "
+                f"{human_bytes(guest.get('table_bytes') or 0)}, {told}",
+                "  ",
+                "  ",
+            )
+        )
+    return lines
 
 
 def _slots(remaining: Any) -> str:

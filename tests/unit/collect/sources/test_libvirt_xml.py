@@ -55,6 +55,7 @@ def test_recorded_running_domain() -> None:
         vcpus=1,
         os="http://debian.org/debian/12",
         disks=(RECORDED_DISK,),
+        balloon_model="virtio",
     )
 
 
@@ -95,6 +96,7 @@ def test_qcow2_overlay_with_cdrom_and_floppy() -> None:
                 has_backing_file=True,
             ),
         ),
+        balloon_model="virtio",
     )
 
 
@@ -244,3 +246,17 @@ def test_malformed_domain_xml_raises(text: str) -> None:
 def test_malformed_pool_xml_raises(text: str) -> None:
     with pytest.raises(ET.ParseError):
         pool_target_path(text)
+
+
+def test_balloon_model_and_stats_period() -> None:
+    def domain(devices: str) -> DomainConfig:
+        return parse_domain_xml(f"<domain><name>x</name><devices>{devices}</devices></domain>")
+
+    with_period = domain("<memballoon model='virtio'><stats period='2'/></memballoon>")
+    assert (with_period.balloon_model, with_period.balloon_period) == ("virtio", 2)
+    without = domain("<memballoon model='virtio'/>")
+    assert (without.balloon_model, without.balloon_period) == ("virtio", None)
+    none = domain("<memballoon model='none'/>")
+    assert (none.balloon_model, none.balloon_period) == ("none", None)
+    absent = domain("")
+    assert (absent.balloon_model, absent.balloon_period) == (None, None)

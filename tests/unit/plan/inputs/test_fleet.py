@@ -486,6 +486,7 @@ def test_the_table_fits_100_columns_and_tells_the_total() -> None:
         (["--count", "web=2"], "--count: no --profile named web"),
         (["--profile", "web=cpu=1", "--count", "web=2", "--compare"], "--compare and --count"),
         (["--new-host", "cpu=1,memory=1Gi,disk=1Gi"], "--new-host needs shapes"),
+        (["--prometheus", "http://p", "--guest-os", "measured"], "--guest-os measured is for"),
     ],
 )
 def test_bad_fleet_flags_exit_2_naming_them(

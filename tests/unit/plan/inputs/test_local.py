@@ -242,3 +242,54 @@ def test_a_hung_pool_filesystem_leaves_the_vm_disk_unknown_not_planned_elsewhere
         assert answer["bound"] in ("cpu", "memory"), answer  # disk unknown never binds
         assert answer["remaining"] is not None
     assert why in " ".join(document["assumptions"]["notes"])
+
+
+def guest_vm(name: str, guest_used: int | None) -> WorkloadSample:
+    return replace(vm(name), guest_memory_used_bytes=guest_used)
+
+
+def test_guest_os_measured_is_the_median_guest_used_of_the_reporting_vms() -> None:
+    # Three reporting guests (one busy) and one that reports nothing: the median of three.
+    snap = snapshot(
+        container("web", 100 * MIB),
+        guest_vm("a", 60 * MIB),
+        guest_vm("b", 70 * MIB),
+        guest_vm("busy", 900 * MIB),
+        guest_vm("silent", None),
+    )
+    context = plan_context(snap, NO_HISTORY, settings(guest_os="measured"), data_dirs=DIRS)
+    assert context.settings.measured_guest_os_memory == 70 * MIB
+    assert context.settings.measured_guest_os_vms == 3
+    assert any("70.0MiB median guest used over 3 VM(s)" in n for n in context.notes)
+    document = plan_document(context, PlanRequest(like="web", compare=True))
+    comparison = document["comparison"]
+    assert comparison["vm_overhead"]["guest_os_memory"] == 70 * MIB
+    assert comparison["guest_os_memory"] == {
+        "table": "debian",
+        "table_bytes": 512 * MIB,
+        "measured_bytes": 70 * MIB,
+        "measured_vms": 3,
+    }
+    table = plan_table(document)
+    assert "guest OS RAM: table debian 512.0MiB, measured 70.0MiB" in table
+    assert "of 3 VM(s)" in table
+
+
+def test_the_table_guest_os_is_compared_with_the_measured_one_but_still_used() -> None:
+    snap = snapshot(container("web", 100 * MIB), guest_vm("a", 60 * MIB))
+    context = plan_context(snap, NO_HISTORY, settings(guest_os="alpine"), data_dirs=DIRS)
+    comparison = plan_document(context, PlanRequest(like="web", compare=True))["comparison"]
+    assert comparison["vm_overhead"]["guest_os_memory"] == 128 * MIB
+    assert comparison["guest_os_memory"]["table"] == "alpine"
+    assert comparison["guest_os_memory"]["measured_bytes"] == 60 * MIB
+
+
+def test_guest_os_measured_without_a_reporting_vm_is_a_request_error_naming_the_flag() -> None:
+    snap = snapshot(container("web", 100 * MIB), guest_vm("silent", None))
+    with pytest.raises(PlanRequestError, match="--guest-os measured: no running VM reports"):
+        plan_context(snap, NO_HISTORY, settings(guest_os="measured"), data_dirs=DIRS)
+    # Without the flag, the table is used and the comparison says nothing was measured.
+    context = plan_context(snap, NO_HISTORY, settings(), data_dirs=DIRS)
+    document = plan_document(context, PlanRequest(like="web", compare=True))
+    assert document["comparison"]["guest_os_memory"]["measured_bytes"] is None
+    assert "not measured (no running VM reports current guest memory)" in plan_table(document)
