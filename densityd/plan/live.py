@@ -27,7 +27,7 @@ from densityd.plan.core.quantity import parse_profile
 from densityd.plan.inputs.basis import PlanBasis, plan_basis
 from densityd.plan.inputs.last_known import Carried, LastKnown
 from densityd.plan.inputs.local import PlanContext, plan_context, read_history
-from densityd.plan.request import PlanRequest
+from densityd.plan.request import PlanRequest, PlanRequestError
 
 log = logging.getLogger("densityd.plan")
 
@@ -54,6 +54,7 @@ class LivePlan:
         self._context: PlanContext | None = None
         self._answers: tuple[Answer, ...] = ()
         self._basis: PlanBasis | None = None
+        self._unplannable = ""  # why the latest passes could not be planned, once logged
 
     def update(self, snapshot: Snapshot) -> None:
         """Replan for a new snapshot; a failure is logged and leaves the gauges empty."""
@@ -66,9 +67,20 @@ class LivePlan:
             for request in self._requests():
                 found.extend(plan_answers(context, request))
             basis: PlanBasis | None = plan_basis(context)
+        except PlanRequestError as exc:
+            # A setting this host cannot serve yet (--guest-os measured with no VM reporting
+            # guest memory): said once, not at every pass, and no plan series meanwhile.
+            if str(exc) != self._unplannable:
+                log.warning("no plans: %s", exc)
+                self._unplannable = str(exc)
+            context, found, basis = None, [], None
         except Exception:  # never let planning take the sampler down with it
             log.exception("planning failed for this pass")
             context, found, basis = None, [], None
+        else:
+            if self._unplannable:
+                log.info("plans are back")
+                self._unplannable = ""
         if carried.withheld:
             # Past the grace a number would be a guess: no series rather than a wrong one.
             found, basis = [], None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import Any
 from wsgiref.util import setup_testing_defaults
@@ -90,6 +91,20 @@ def test_a_failing_plan_leaves_the_gauges_empty_and_does_not_raise() -> None:
     object.__setattr__(broken, "host", None)  # nothing to plan against
     plan.update(broken)
     assert not [n for (n, _) in samples(plan) if n == "densityd_plan_remaining"]
+
+
+def test_guest_os_measured_without_a_reporting_vm_is_said_once_not_at_every_pass(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    plan = live_plan(guest_os="measured")
+    caplog.set_level(logging.INFO, logger="densityd.plan")
+    for _ in range(3):
+        plan.update(snapshot(container("web", 100 * MIB), vm("db")))  # no guest memory
+    assert not [n for (n, _) in samples(plan) if n == "densityd_plan_remaining"]
+    lines = [r for r in caplog.records if r.name == "densityd.plan"]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING, lines
+    assert "guest_os" in lines[0].getMessage() or "guest-os" in lines[0].getMessage()
+    assert not any(r.exc_info for r in caplog.records)  # no traceback
 
 
 def call(app: WSGIApp, path: str, query: str = "") -> tuple[str, Any]:
