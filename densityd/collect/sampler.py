@@ -46,10 +46,16 @@ class SnapshotHolder:
         self._listeners.append(listener)
 
     def publish(self, snapshot: Snapshot) -> None:
-        """Swap in a new snapshot (a single reference assignment), then tell the listeners."""
-        self._latest = snapshot
+        """Tell the listeners (the history, the live plan), then swap in the new snapshot (a
+        single reference assignment).
+
+        In that order, so that a scrape that sees a pass also sees the plan made from it: the
+        other way round, a scrape just after the first pass found its workloads in /metrics
+        and "no pass has finished yet" at /api/v1/plan.
+        """
         for listener in self._listeners:
             listener(snapshot)
+        self._latest = snapshot
 
 
 @dataclass

@@ -470,3 +470,15 @@ def test_snapshot_holder() -> None:
     snapshot = Snapshot(timestamp=1.0)
     holder.publish(snapshot)
     assert holder.latest is snapshot
+
+
+def test_a_snapshot_is_visible_only_once_its_listeners_have_run() -> None:
+    """The live plan runs as a listener: a scrape that sees a pass must see its plan too."""
+    holder = SnapshotHolder()
+    seen_during: list[Snapshot | None] = []
+    holder.subscribe(lambda snapshot: seen_during.append(holder.latest))
+    first, second = Snapshot(timestamp=1.0), Snapshot(timestamp=2.0)
+    holder.publish(first)
+    holder.publish(second)
+    assert seen_during == [None, first]  # each listener still saw the previous one
+    assert holder.latest is second
