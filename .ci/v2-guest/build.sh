@@ -47,6 +47,14 @@ for tool in debootstrap mkfs.ext4 python3; do
 done
 
 mkdir -p "$CACHE_ROOT"
+# One build at a time: a second CI run waits here, then finds the image the first one built.
+exec 9>"$CACHE_ROOT/.lock"
+flock 9
+if [ -f "$IMAGE/complete" ]; then
+    log "image $IMAGE was built while this run waited"
+    echo "$IMAGE"
+    exit 0
+fi
 WORK=$(mktemp -d "$CACHE_ROOT/.build-$HASH.XXXXXX")
 ROOT="$WORK/rootfs"
 MOUNTS=()
