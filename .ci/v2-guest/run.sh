@@ -75,9 +75,10 @@ while kill -0 "$QEMU_PID" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do
     fi
 done
 if kill -0 "$QEMU_PID" 2>/dev/null; then
-    log "the guest did not finish within ${TIMEOUT} s"
+    log "the guest did not finish within ${TIMEOUT} s ($(elapsed) in all)"
+else
+    log "guest powered off after $(elapsed)"
 fi
-log "guest finished after $(elapsed)"
 
 mkdir -p "$RESULTS"
 rm -f "$RESULTS"/*
