@@ -282,12 +282,19 @@ def test_sample_lists_podman_containers_with_cgroup_memory_and_limits(
     assert found["state"] == "running" and found["name"].startswith("densityd-test-")
     assert found["memory_limit_bytes"] == 128 * MiB
     assert found["cpu_limit_cores"] == 0.5
+    on_v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    if on_v2 and stats_mode == "api":
+        # Seen in the cgroup v2 guest: Podman 4.3's stats (API and `podman stats`) gave about
+        # 50 KiB for a container whose scope holds 60 MiB of tmpfs. densityd's default for a
+        # local engine reads the cgroup files, which are right (the cgroup case below).
+        pytest.xfail("Podman 4.3 on cgroup v2 reports far less memory than its cgroup holds")
     # The filler is idle: its memory is steady, and the file read after the sample agrees
     # within 1 MiB (kernel bookkeeping). On the API path Podman gives no inactive-file figure,
     # so densityd reports usage; the filler's 60 MiB are tmpfs (not inactive file): 1 MiB too.
     assert abs(found["memory_bytes"] - truth) <= 1 * MiB, (found["memory_bytes"], truth)
-    # podman stats prints four significant digits ("61.37MiB"): 1 MiB covers rounding.
-    assert abs(found["memory_bytes"] - podman_stats_memory(podman, filler)) <= 1 * MiB
+    if not on_v2:  # podman stats is wrong there (above); the cgroup files are the truth
+        # podman stats prints four significant digits ("61.37MiB"): 1 MiB covers rounding.
+        assert abs(found["memory_bytes"] - podman_stats_memory(podman, filler)) <= 1 * MiB
     assert 60 * MiB <= found["memory_bytes"] <= 70 * MiB
 
 
