@@ -69,6 +69,24 @@ class DockerCLI:
 
 def build_tiny_image(docker: DockerCLI, workdir: Path) -> None:
     """Import a busybox-only root filesystem as ``tiny:latest`` (no registry is reachable)."""
+    archive = tiny_image_archive(workdir)
+    subprocess.run(
+        [
+            docker.binary,
+            *(["-H", docker.host] if docker.host else []),
+            "import",
+            str(archive),
+            TINY_IMAGE,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def tiny_image_archive(workdir: Path) -> Path:
+    """A tar of a busybox-only root filesystem (``sh sleep dd yes cat rm sync``), for any
+    engine's ``import``."""
     busybox = shutil.which("busybox") or "/bin/busybox"
     if not os.path.exists(busybox):
         missing_backend("busybox (Debian's busybox-static) is not installed")
@@ -85,18 +103,7 @@ def build_tiny_image(docker: DockerCLI, workdir: Path) -> None:
             link.type = tarfile.SYMTYPE
             link.linkname = "busybox"
             tar.addfile(link)
-    subprocess.run(
-        [
-            docker.binary,
-            *(["-H", docker.host] if docker.host else []),
-            "import",
-            str(archive),
-            TINY_IMAGE,
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    return archive
 
 
 @dataclass

@@ -32,6 +32,7 @@ from tests.integration.backends import (
     Daemon,
     Series,
     missing_backend,
+    tiny_image_archive,
     value_of,
 )
 
@@ -69,20 +70,8 @@ class Podman:
 
 
 def _import_tiny_image(podman: Podman, workdir: Path) -> None:
-    """A busybox-only root filesystem imported as ``tiny:latest`` (no registry is reachable)."""
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    if not os.path.exists(busybox):
-        missing_backend("busybox (Debian's busybox-static) is not installed")
-    rootfs = workdir / "rootfs"
-    for directory in ("bin", "tmp", "data"):
-        (rootfs / directory).mkdir(parents=True, exist_ok=True)
-    (rootfs / "tmp").chmod(0o1777)
-    shutil.copy(busybox, rootfs / "bin" / "busybox")
-    for applet in ("sh", "sleep", "dd", "yes", "cat", "rm", "sync"):
-        (rootfs / "bin" / applet).symlink_to("busybox")
-    archive = workdir / "tiny.tar"
-    subprocess.run(["tar", "-C", str(rootfs), "-cf", str(archive), "."], check=True)
-    podman("import", str(archive), TINY_IMAGE)
+    """The tests' busybox image imported as ``tiny:latest`` (no registry is reachable)."""
+    podman("import", str(tiny_image_archive(workdir)), TINY_IMAGE)
 
 
 @pytest.fixture(scope="session")
