@@ -18,12 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from densityd import __version__
-from densityd.collect.once import sample_command
 from densityd.config import ConfigError, Settings, flag_name, load_settings, resolve_config_file
-from densityd.daemon import run_daemon
-from densityd.plan.command import plan_command
-from densityd.plan.request import KINDS
-from densityd.serve.healthcheck import healthcheck_command
+from densityd.model import WorkloadKind
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -133,7 +129,7 @@ def _add_plan_parser(commands: Any) -> None:
     kind = plan.add_mutually_exclusive_group()
     kind.add_argument(
         "--kind",
-        choices=[str(k) for k in KINDS],
+        choices=[str(k) for k in WorkloadKind],
         help="plan it as this kind (default: the --like workload's kind, containers for "
         "--profile, else each kind for its median workload)",
     )
@@ -268,11 +264,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A plan's output (a health check's one line) is the point: keep info lines out.
         settings = settings.model_copy(update={"log_level": "WARNING"})
     _setup_logging(settings.log_level)
+    # Each command imports what it runs, and only that: a health check (run every few seconds
+    # by the image's HEALTHCHECK) does not pay for the daemon, the planner and the SDKs.
     if args.command == "run":
+        from densityd.daemon import run_daemon
+
         return run_daemon(settings)
     if args.command == "plan":
+        from densityd.plan.command import plan_command
+
         return plan_command(settings, args)
     if args.command == "healthcheck":
+        from densityd.serve.healthcheck import healthcheck_command
+
         return healthcheck_command(
             settings,
             Path(args.client_cert) if args.client_cert else None,
@@ -280,4 +284,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.cpu_window < 0:
         parser.error("--cpu-window: must be 0 or more")
+    from densityd.collect.once import sample_command
+
     return sample_command(settings, args.output, args.cpu_window)

@@ -232,8 +232,9 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Settings]]:
         calls.append(("sample", settings))
         return 0
 
-    monkeypatch.setattr(densityd.cli, "run_daemon", fake_run)
-    monkeypatch.setattr(densityd.cli, "sample_command", fake_sample)
+    # The CLI imports each command when it runs it: patch where it imports from.
+    monkeypatch.setattr("densityd.daemon.run_daemon", fake_run)
+    monkeypatch.setattr("densityd.collect.once.sample_command", fake_sample)
     monkeypatch.setattr(densityd.cli, "_setup_logging", lambda level: None)
     return calls
 
