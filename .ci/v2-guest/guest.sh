@@ -19,6 +19,8 @@ cd /root/src
 
 stamp "running the tests"
 export DENSITYD_REQUIRE_BACKENDS=1 PATH="/opt/densityd-venv/bin:$PATH"
+# The image the host built (run.sh put it here when it had one); test_image.py loads it.
+[ -f "$SHARE/densityd-image.tar" ] && export DENSITYD_TEST_IMAGE_ARCHIVE="$SHARE/densityd-image.tar"
 status=0
 # shellcheck disable=SC2046 # the host's test selection, word-split on purpose
 python -m pytest -p no:cacheprovider -v --junitxml="$SHARE/junit.xml" \

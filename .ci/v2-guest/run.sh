@@ -17,7 +17,11 @@ TIMEOUT=${DENSITYD_V2_TIMEOUT:-1500}
 RESULTS=${DENSITYD_V2_RESULTS:-/var/tmp/densityd-ci/v2-guest-last}
 # The tests run in the guest. Not the others: they need libvirt, Prometheus's server, zram,
 # the host's v1 memory hierarchy or the densityd image built on the host.
-TESTS="tests/integration/test_docker_metrics.py tests/integration/test_docker_cgroup_v2.py tests/integration/test_podman.py"
+TESTS=${DENSITYD_V2_TESTS:-"tests/integration/test_docker_metrics.py tests/integration/test_docker_cgroup_v2.py tests/integration/test_podman.py"}
+# The densityd image cannot be built in the guest (no network): the host's tests save the one
+# they built to $DENSITYD_TEST_IMAGE_ARCHIVE (.ci/run sets it) and the guest loads it, so the
+# README's `docker run` is tested on cgroup v2, with --cgroupns=host and without.
+IMAGE_ARCHIVE=${DENSITYD_TEST_IMAGE_ARCHIVE:-}
 
 log() { printf '\n== v2-guest: %s\n' "$*"; }
 started=$(date +%s)
@@ -50,6 +54,13 @@ else
     tar -C "$REPO" --exclude=.venv --exclude=.git -c . | tar -C "$SHARE/src" -x
 fi
 cp "$HERE/guest.sh" "$SHARE/guest.sh"
+if [ -n "$IMAGE_ARCHIVE" ] && [ -f "$IMAGE_ARCHIVE" ]; then
+    cp "$IMAGE_ARCHIVE" "$SHARE/densityd-image.tar"
+    TESTS="$TESTS tests/integration/test_image.py"
+    log "the densityd image from $IMAGE_ARCHIVE goes in: test_image.py runs in the guest"
+else
+    log "no densityd image archive (DENSITYD_TEST_IMAGE_ARCHIVE): test_image.py is not run in the guest"
+fi
 echo "$TESTS ${DENSITYD_V2_PYTEST_ARGS:-}" >"$SHARE/pytest-args"
 # A copy of the disk, so that the cached image stays as built (the file is sparse).
 cp --sparse=always "$IMAGE/disk.img" "$STATE/disk.img"
