@@ -152,6 +152,20 @@ def _add_plan_parser(commands: Any) -> None:
         default="table",
         help="output format (default: table)",
     )
+    plan.add_argument(
+        "--rightsize",
+        action="store_true",
+        help="also answer as if every workload were resized to what it uses (its demand): "
+        "how many more would fit, and the workloads whose resizing frees the most",
+    )
+    plan.add_argument(
+        "--rightsize-top",
+        metavar="N",
+        type=int,
+        default=10,
+        help="how many of the biggest savings --rightsize lists (default: 10; -o json "
+        "lists every workload)",
+    )
     _add_packing_flags(plan)
     _add_fleet_flags(plan)
     _add_settings_flags(plan)

@@ -1,7 +1,10 @@
 """Write densityd's Grafana dashboards, ``densityd-host.json`` and ``densityd-fleet.json``.
 
-The dashboards are plain Grafana JSON (schema 39, Grafana 10.x and 11.x) and are committed;
-this script is where they are edited. Run it after a change and commit its output:
+The dashboards are built with Grafana's own typed builders (``grafana-foundation-sdk``, the
+``dev`` extra): every panel, query, threshold, override and variable is a typed object of
+Grafana's dashboard schema (v39, Grafana 10.x and 11.x), so a field Grafana does not know or
+a value of the wrong type fails here, without a Grafana server. The JSON is committed; this
+script is where it is edited. Run it after a change and commit its output:
 
     python grafana/generate.py            # rewrites grafana/*.json next to this file
     python grafana/generate.py --check    # exits 1 when the committed JSON is out of date
@@ -21,37 +24,52 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grafana_foundation_sdk.builders import bargauge, common, prometheus, stat, table, timeseries
+from grafana_foundation_sdk.builders import dashboard as builder
+from grafana_foundation_sdk.cog.builder import Builder
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as common_models
+from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models import prometheus as prom_models
+
 HERE = Path(__file__).resolve().parent
-DATASOURCE: dict[str, str] = {"type": "prometheus", "uid": "${datasource}"}
+DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 HOST = 'instance=~"$instance"'
 WIDTH = 24
 CORES = "suffix: cores"
 RED, ORANGE, GREEN = "red", "orange", "green"
+SCHEMA_VERSION = 39
 
 Json = dict[str, Any]
 
 
-def steps(*pairs: tuple[float | None, str]) -> Json:
+def steps(*pairs: tuple[float | None, str]) -> builder.ThresholdsConfig:
     """Absolute thresholds from ``(value, colour)`` pairs; the first value is the base."""
-    return {
-        "mode": "absolute",
-        "steps": [{"color": colour, "value": value} for value, colour in pairs],
-    }
+    return (
+        builder.ThresholdsConfig()
+        .mode(model.ThresholdsMode.ABSOLUTE)
+        .steps([model.Threshold(value=value, color=colour) for value, colour in pairs])
+    )
 
 
 # Few slots left is bad: red at 0, orange below 5, green from 5.
-SLOTS = steps((None, RED), (1, ORANGE), (5, GREEN))
+SLOTS = ((None, RED), (1, ORANGE), (5, GREEN))
 # A share of usable capacity in use: green, orange from 80 %, red from 90 %.
-SHARE = steps((None, GREEN), (0.8, ORANGE), (0.9, RED))
-UP = steps((None, RED), (1, GREEN))
+SHARE = ((None, GREEN), (0.8, ORANGE), (0.9, RED))
+UP = ((None, RED), (1, GREEN))
+# Seconds since something last happened: green, orange from 10 minutes, red from 30.
+AGE = ((None, GREEN), (600, ORANGE), (1800, RED))
+# A count of bad events: green at 0, red from 1.
+ANY = ((None, GREEN), (1, RED))
+# Time to full: red within a week, orange within 30 days.
+FULL = ((None, RED), (7 * 86400, ORANGE), (30 * 86400, GREEN))
 UP_MAPPING = [
-    {
-        "type": "value",
-        "options": {
-            "0": {"text": "down", "color": RED, "index": 0},
-            "1": {"text": "up", "color": GREEN, "index": 1},
-        },
-    }
+    model.ValueMap(
+        options={
+            "0": model.ValueMappingResult(text="down", color=RED, index=0),
+            "1": model.ValueMappingResult(text="up", color=GREEN, index=1),
+        }
+    )
 ]
 
 
@@ -64,18 +82,32 @@ class Target:
     instant: bool = False
     table: bool = False
 
-    def json(self, ref_id: str) -> Json:
-        """The target as Grafana stores it."""
-        return {
-            "datasource": DATASOURCE,
-            "refId": ref_id,
-            "expr": self.expr,
-            "legendFormat": self.legend or "__auto",
-            "instant": self.instant or self.table,
-            "range": not (self.instant or self.table),
-            "format": "table" if self.table else "time_series",
-            "editorMode": "code",
-        }
+    def build(self, ref_id: str) -> prometheus.Dataquery:
+        """The target as a typed Prometheus query."""
+        query = (
+            prometheus.Dataquery()
+            .datasource(DATASOURCE)
+            .ref_id(ref_id)
+            .expr(self.expr)
+            .legend_format(self.legend or "__auto")
+            .editor_mode(prom_models.QueryEditorMode.CODE)
+        )
+        query = query.instant() if self.instant or self.table else query.range()
+        fmt = (
+            prom_models.PromQueryFormat.TABLE
+            if self.table
+            else prom_models.PromQueryFormat.TIME_SERIES
+        )
+        return query.format(fmt)
+
+
+@dataclass
+class Override:
+    """Field properties for the fields a matcher picks (``byName``, ``byFrameRefID``)."""
+
+    matcher: str
+    options: str
+    properties: Json
 
 
 @dataclass
@@ -89,120 +121,173 @@ class Panel:
     w: int
     h: int
     unit: str = "short"
-    thresholds: Json = field(default_factory=lambda: steps((None, GREEN)))
+    thresholds: Sequence[tuple[float | None, str]] = ((None, GREEN),)
     min: float | None = None
     max: float | None = None
     decimals: int | None = None
     no_value: str | None = None
-    mappings: list[Json] = field(default_factory=list)
-    options: Json = field(default_factory=dict)
-    transformations: list[Json] = field(default_factory=list)
-    overrides: list[Json] = field(default_factory=list)
+    mappings: list[model.ValueMap] = field(default_factory=list)
+    color_mode: str | None = None
+    transformations: list[model.DataTransformerConfig] = field(default_factory=list)
+    overrides: list[Override] = field(default_factory=list)
     stack: bool = False
 
-    def json(self, panel_id: int, x: int, y: int) -> Json:
-        """The panel as Grafana stores it, at ``(x, y)``."""
-        defaults: Json = {
-            "unit": self.unit,
-            "thresholds": self.thresholds,
-            "mappings": self.mappings,
-            "color": {"mode": "thresholds" if self.type in STATLIKE else "palette-classic"},
-        }
-        for key, value in (
-            ("min", self.min),
-            ("max", self.max),
-            ("decimals", self.decimals),
-            ("noValue", self.no_value),
-        ):
-            if value is not None:
-                defaults[key] = value
-        if self.type == "timeseries":
-            defaults["custom"] = {
-                "drawStyle": "line",
-                "lineWidth": 1,
-                "fillOpacity": 10 if self.stack else 0,
-                "showPoints": "never",
-                "spanNulls": False,
-                "stacking": {"mode": "normal" if self.stack else "none", "group": "A"},
-            }
-        return {
-            "id": panel_id,
-            "type": self.type,
-            "title": self.title,
-            "description": self.description,
-            "datasource": DATASOURCE,
-            "gridPos": {"x": x, "y": y, "w": self.w, "h": self.h},
-            "fieldConfig": {"defaults": defaults, "overrides": self.overrides},
-            "options": {**PANEL_OPTIONS.get(self.type, {}), **self.options},
-            "targets": [
-                target.json(chr(ord("A") + index)) for index, target in enumerate(self.targets)
-            ],
-            "transformations": self.transformations,
-        }
+    def build(self, panel_id: int, x: int, y: int) -> Builder[model.Panel]:
+        """The panel as a typed builder of its plugin, at ``(x, y)``."""
+        # Each plugin's builder has the same field-config methods, but no common typed base.
+        made: Any = _PLUGINS[self.type](self)
+        made = (
+            made.id(panel_id)
+            .title(self.title)
+            .description(self.description)
+            .datasource(DATASOURCE)
+            .grid_pos(model.GridPos(x=x, y=y, w=self.w, h=self.h))
+            .unit(self.unit)
+            .thresholds(steps(*self.thresholds))
+            .mappings(list(self.mappings))
+            .targets([t.build(chr(ord("A") + i)) for i, t in enumerate(self.targets)])
+            .transformations(list(self.transformations))
+        )
+        color = (
+            model.FieldColorModeId.THRESHOLDS
+            if self.type in STATLIKE
+            else (model.FieldColorModeId.PALETTE_CLASSIC)
+        )
+        made = made.color_scheme(builder.FieldColor().mode(color))
+        if self.min is not None:
+            made = made.min(self.min)
+        if self.max is not None:
+            made = made.max(self.max)
+        if self.decimals is not None:
+            made = made.decimals(self.decimals)
+        if self.no_value is not None:
+            made = made.no_value(self.no_value)
+        for override in self.overrides:
+            made = made.with_override(
+                model.MatcherConfig(id_val=override.matcher, options=override.options),
+                [
+                    model.DynamicConfigValue(id_val=k, value=v)
+                    for k, v in override.properties.items()
+                ],
+            )
+        built: Builder[model.Panel] = made
+        return built
 
 
 STATLIKE = {"stat", "bargauge", "gauge", "table"}
-INSTANT_REDUCE = {"calcs": ["lastNotNull"], "fields": "", "values": False}
-PANEL_OPTIONS: dict[str, Json] = {
-    "stat": {
-        "reduceOptions": INSTANT_REDUCE,
-        "colorMode": "background",
-        "graphMode": "none",
-        "textMode": "value_and_name",
-        "justifyMode": "auto",
-        "orientation": "auto",
-    },
-    "bargauge": {
-        "reduceOptions": INSTANT_REDUCE,
-        "displayMode": "gradient",
-        "orientation": "horizontal",
-        "showUnfilled": True,
-        "valueMode": "color",
-    },
-    "timeseries": {
-        "legend": {"displayMode": "table", "placement": "right", "showLegend": True},
-        "tooltip": {"mode": "multi", "sort": "desc"},
-    },
-    "table": {"showHeader": True, "cellHeight": "sm", "footer": {"show": False}},
+
+
+def _reduce() -> common.ReduceDataOptions:
+    return common.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False)
+
+
+def _stat(panel: Panel) -> stat.Panel:
+    mode = common_models.BigValueColorMode(panel.color_mode or "background")
+    return (
+        stat.Panel()
+        .reduce_options(_reduce())
+        .color_mode(mode)
+        .graph_mode(common_models.BigValueGraphMode.NONE)
+        .text_mode(common_models.BigValueTextMode.VALUE_AND_NAME)
+        .justify_mode(common_models.BigValueJustifyMode.AUTO)
+        .orientation(common_models.VizOrientation.AUTO)
+    )
+
+
+def _bargauge(panel: Panel) -> bargauge.Panel:
+    return (
+        bargauge.Panel()
+        .reduce_options(_reduce())
+        .display_mode(common_models.BarGaugeDisplayMode.GRADIENT)
+        .orientation(common_models.VizOrientation.HORIZONTAL)
+        .show_unfilled(True)
+        .value_mode(common_models.BarGaugeValueMode.COLOR)
+    )
+
+
+def _timeseries(panel: Panel) -> timeseries.Panel:
+    stacking = common_models.StackingMode.NORMAL if panel.stack else common_models.StackingMode.NONE
+    return (
+        timeseries.Panel()
+        .draw_style(common_models.GraphDrawStyle.LINE)
+        .line_width(1)
+        .fill_opacity(10 if panel.stack else 0)
+        .show_points(common_models.VisibilityMode.NEVER)
+        .span_nulls(False)
+        .stacking(common.StackingConfig().mode(stacking).group("A"))
+        .legend(
+            common.VizLegendOptions()
+            .display_mode(common_models.LegendDisplayMode.TABLE)
+            .placement(common_models.LegendPlacement.RIGHT)
+            .show_legend(True)
+        )
+        .tooltip(
+            common.VizTooltipOptions()
+            .mode(common_models.TooltipDisplayMode.MULTI)
+            .sort(common_models.SortOrder.DESCENDING)
+        )
+    )
+
+
+def _table(panel: Panel) -> table.Panel:
+    return (
+        table.Panel()
+        .show_header(True)
+        .cell_height(common_models.TableCellHeight.SM)
+        .footer(common.TableFooterOptions().show(False).reducer([]))
+    )
+
+
+_PLUGINS: dict[str, Any] = {
+    "stat": _stat,
+    "bargauge": _bargauge,
+    "timeseries": _timeseries,
+    "table": _table,
 }
 
 
 @dataclass
 class Row:
-    """A collapsible row title followed by its panels, laid out left to right."""
+    """A row title followed by its panels, laid out left to right."""
 
     title: str
     panels: Sequence[Panel]
 
 
-def merge_table(rename: dict[str, str], hide: Sequence[str] = ()) -> list[Json]:
+def merge_table(
+    rename: dict[str, str], hide: Sequence[str] = ()
+) -> list[model.DataTransformerConfig]:
     """Transformations that join instant table queries on their labels into one table."""
     hidden = {"Time": True, "__name__": True, "job": True, **{name: True for name in hide}}
     return [
-        {"id": "merge", "options": {}},
-        {
-            "id": "organize",
-            "options": {"excludeByName": hidden, "renameByName": rename, "indexByName": {}},
-        },
+        model.DataTransformerConfig(id_val="merge", options={}),
+        model.DataTransformerConfig(
+            id_val="organize",
+            options={"excludeByName": hidden, "renameByName": rename, "indexByName": {}},
+        ),
     ]
 
 
-def layout(rows: Sequence[Row]) -> list[Json]:
-    """Grafana panels with ids from 1 and positions that fill rows of 24 columns."""
-    panels: list[Json] = []
+def color_background_when_zero(name: str) -> Override:
+    """The named column red while it is 0, green above."""
+    return Override(
+        "byName",
+        name,
+        {
+            "custom.cellOptions": {"type": "color-background"},
+            "thresholds": steps((None, RED), (1e-9, GREEN)).build(),
+        },
+    )
+
+
+def layout(dashboard: builder.Dashboard, rows: Sequence[Row]) -> builder.Dashboard:
+    """Rows and panels with ids from 1 and positions that fill rows of 24 columns."""
     y = 0
     next_id = 1
     for row in rows:
-        panels.append(
-            {
-                "id": next_id,
-                "type": "row",
-                "title": row.title,
-                "collapsed": False,
-                "gridPos": {"x": 0, "y": y, "w": WIDTH, "h": 1},
-                "panels": [],
-            }
-        )
+        made = builder.Row(row.title).id(next_id).collapsed(False)
+        made = made.grid_pos(model.GridPos(x=0, y=y, w=WIDTH, h=1))
+        dashboard = dashboard.with_row(made)
         next_id += 1
         y += 1
         x = 0
@@ -210,83 +295,73 @@ def layout(rows: Sequence[Row]) -> list[Json]:
         for panel in row.panels:
             if x + panel.w > WIDTH:
                 x, y, line_height = 0, y + line_height, 0
-            panels.append(panel.json(next_id, x, y))
+            dashboard = dashboard.with_panel(panel.build(next_id, x, y))
             next_id += 1
             x += panel.w
             line_height = max(line_height, panel.h)
         y += line_height
-    return panels
+    return dashboard
 
 
-def variables(multi: bool) -> list[Json]:
+def variables(dashboard: builder.Dashboard, multi: bool) -> builder.Dashboard:
     """The data source variable and the host (``instance``) variable."""
     query = "label_values(densityd_build_info, instance)"
-    return [
-        {
-            "name": "datasource",
-            "label": "Data source",
-            "type": "datasource",
-            "query": "prometheus",
-            "current": {},
-            "hide": 0,
-            "refresh": 1,
-            "regex": "",
-            "multi": False,
-            "includeAll": False,
-            "options": [],
-        },
-        {
-            "name": "instance",
-            "label": "Hosts" if multi else "Host",
-            "type": "query",
-            "datasource": DATASOURCE,
-            "definition": query,
-            "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
-            "current": {},
-            "hide": 0,
-            "refresh": 2,
-            "regex": "",
-            "sort": 1,
-            "multi": multi,
-            "includeAll": multi,
-            **({"allValue": ".+"} if multi else {}),
-            "options": [],
-        },
-    ]
+    source = (
+        builder.DatasourceVariable("datasource")
+        .label("Data source")
+        .type("prometheus")
+        .hide(model.VariableHide.DONT_HIDE)
+        .multi(False)
+        .include_all(False)
+    )
+    instance = (
+        builder.QueryVariable("instance")
+        .label("Hosts" if multi else "Host")
+        .datasource(DATASOURCE)
+        .query({"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"})
+        .hide(model.VariableHide.DONT_HIDE)
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .regex("")
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+        .multi(multi)
+        .include_all(multi)
+    )
+    if multi:
+        instance = instance.all_value(".+")
+    return dashboard.with_variable(source).with_variable(instance)
 
 
 def dashboard(uid: str, title: str, description: str, rows: Sequence[Row], multi: bool) -> Json:
     """A whole dashboard document."""
+    made = (
+        builder.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(["densityd", "capacity", "docker", "libvirt"])
+        .timezone("browser")
+        .editable()
+        .tooltip(model.DashboardCursorSync.CROSSHAIR)
+        .refresh("30s")
+        .version(1)
+        .time("now-6h", "now")
+        .link(
+            builder.DashboardLink("densityd dashboards")
+            .type(model.DashboardLinkType.DASHBOARDS)
+            .tags(["densityd"])
+            .as_dropdown(False)
+            .include_vars(True)
+            .keep_time(True)
+        )
+    )
+    made = layout(variables(made, multi), rows)
+    document: Json = json.loads(json.dumps(made.build(), cls=JSONEncoder))
+    document["schemaVersion"] = SCHEMA_VERSION
     return {
         "__requires": [
             {"type": "grafana", "id": "grafana", "name": "Grafana", "version": "10.0.0"},
             {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
         ],
-        "uid": uid,
-        "title": title,
-        "description": description,
-        "tags": ["densityd", "capacity", "docker", "libvirt"],
-        "timezone": "browser",
-        "editable": True,
-        "graphTooltip": 1,
-        "refresh": "30s",
-        "schemaVersion": 39,
-        "version": 1,
-        "time": {"from": "now-6h", "to": "now"},
-        "timepicker": {},
-        "annotations": {"list": []},
-        "links": [
-            {
-                "title": "densityd dashboards",
-                "type": "dashboards",
-                "tags": ["densityd"],
-                "asDropdown": False,
-                "includeVars": True,
-                "keepTime": True,
-            }
-        ],
-        "templating": {"list": variables(multi)},
-        "panels": layout(rows),
+        **document,
     }
 
 
@@ -311,15 +386,7 @@ def resource_table(title: str, metric: str, unit: str, selector: str, what: str)
             {"Value #A": "usable", "Value #B": "used", "Value #C": "free"},
             hide=("instance", "resource"),
         ),
-        overrides=[
-            {
-                "matcher": {"id": "byName", "options": "free"},
-                "properties": [
-                    {"id": "custom.cellOptions", "value": {"type": "color-background"}},
-                    {"id": "thresholds", "value": steps((None, RED), (1e-9, GREEN))},
-                ],
-            }
-        ],
+        overrides=[color_background_when_zero("free")],
     )
 
 
@@ -370,7 +437,7 @@ def host_rows() -> list[Row]:
                 w=6,
                 h=6,
                 unit="s",
-                thresholds=steps((None, RED), (7 * 86400, ORANGE), (30 * 86400, GREEN)),
+                thresholds=FULL,
                 no_value="not filling",
             ),
         ],
@@ -556,7 +623,7 @@ def host_rows() -> list[Row]:
                 w=6,
                 h=4,
                 decimals=0,
-                options={"colorMode": "none"},
+                color_mode="none",
             ),
             Panel(
                 "stat",
@@ -568,7 +635,7 @@ def host_rows() -> list[Row]:
                 w=12,
                 h=4,
                 unit="bytes",
-                options={"colorMode": "none"},
+                color_mode="none",
             ),
             Panel(
                 "table",
@@ -637,7 +704,7 @@ def host_rows() -> list[Row]:
                 w=8,
                 h=4,
                 unit="s",
-                thresholds=steps((None, GREEN), (600, ORANGE), (1800, RED)),
+                thresholds=AGE,
             ),
             Panel(
                 "stat",
@@ -658,7 +725,7 @@ def host_rows() -> list[Row]:
                 w=8,
                 h=4,
                 decimals=0,
-                thresholds=steps((None, GREEN), (1, RED)),
+                thresholds=ANY,
             ),
             Panel(
                 "timeseries",
@@ -689,7 +756,7 @@ def host_rows() -> list[Row]:
                 w=6,
                 h=7,
                 unit="s",
-                thresholds=steps((None, GREEN), (600, ORANGE), (1800, RED)),
+                thresholds=AGE,
             ),
             Panel(
                 "stat",
@@ -702,20 +769,283 @@ def host_rows() -> list[Row]:
                 w=6,
                 h=7,
                 unit="bytes",
-                options={"colorMode": "none"},
+                color_mode="none",
                 overrides=[
-                    {
-                        "matcher": {"id": "byFrameRefID", "options": "B"},
-                        "properties": [
-                            {"id": "unit", "value": "short"},
-                            {"id": "displayName", "value": "${__field.labels.version}"},
-                        ],
-                    }
+                    Override(
+                        "byFrameRefID",
+                        "B",
+                        {"unit": "short", "displayName": "${__field.labels.version}"},
+                    )
                 ],
             ),
         ],
     )
-    return [plan, resources, top, kinds, health]
+    return [plan, resources, top, kinds, *signal_rows(), rightsizing_row(), health]
+
+
+def signal_rows() -> list[Row]:
+    """Pressure, OOM kills, CPU throttling, network, vCPU delay and hugepages on one host."""
+
+    def rate(metric: str, extra: str = "") -> str:
+        return f"rate({metric}{{{HOST}{extra}}}[$__rate_interval])"
+
+    stalls = Row(
+        "Pressure, OOM kills and CPU throttling",
+        [
+            Panel(
+                "timeseries",
+                "Pressure stall per workload",
+                "Share of time each workload's tasks were stalled on a resource (PSI, cgroup v2 "
+                "only): 'some' = at least one task waiting, 'full' = all of them.",
+                [
+                    Target(
+                        rate("densityd_workload_pressure_seconds_total"),
+                        "{{kind}} {{name}} {{resource}} {{level}}",
+                    )
+                ],
+                w=12,
+                h=8,
+                unit="percentunit",
+                min=0,
+            ),
+            Panel(
+                "timeseries",
+                "Host pressure stall",
+                "Share of time the host's tasks were stalled on CPU, memory or I/O "
+                "(/proc/pressure), by level.",
+                [Target(rate("densityd_host_pressure_seconds_total"), "{{resource}} {{level}}")],
+                w=12,
+                h=8,
+                unit="percentunit",
+                min=0,
+            ),
+            Panel(
+                "bargauge",
+                "OOM kills in the time range",
+                "Processes the kernel's OOM killer killed in each container over the dashboard's "
+                "time range (its memory limit was reached).",
+                [
+                    Target(
+                        f"increase(densityd_container_oom_kills_total{{{HOST}}}[$__range])",
+                        "{{name}}",
+                        instant=True,
+                    )
+                ],
+                w=8,
+                h=8,
+                decimals=0,
+                min=0,
+                thresholds=ANY,
+            ),
+            Panel(
+                "timeseries",
+                "CPU throttled share",
+                "Share of CFS periods in which each workload was throttled by its CPU quota "
+                "(only workloads with a quota have periods).",
+                [
+                    Target(
+                        f"{rate('densityd_workload_cpu_throttled_periods_total')}"
+                        f" / {rate('densityd_workload_cpu_periods_total')}",
+                        "{{kind}} {{name}}",
+                    )
+                ],
+                w=8,
+                h=8,
+                unit="percentunit",
+                min=0,
+                max=1,
+            ),
+            Panel(
+                "timeseries",
+                "CPU throttled time",
+                "Seconds per second each workload's tasks spent throttled by its CPU quota.",
+                [
+                    Target(
+                        rate("densityd_workload_cpu_throttled_seconds_total"), "{{kind}} {{name}}"
+                    )
+                ],
+                w=8,
+                h=8,
+                unit="s",
+                min=0,
+            ),
+        ],
+    )
+    network = Row(
+        "Network, vCPU delay and hugepages",
+        [
+            Panel(
+                "timeseries",
+                "Network received per workload",
+                "Bytes received per second, per workload and interface.",
+                [
+                    Target(
+                        rate("densityd_workload_network_receive_bytes_total"),
+                        "{{kind}} {{name}} {{interface}}",
+                    )
+                ],
+                w=12,
+                h=8,
+                unit="Bps",
+                min=0,
+            ),
+            Panel(
+                "timeseries",
+                "Network transmitted per workload",
+                "Bytes transmitted per second, per workload and interface.",
+                [
+                    Target(
+                        rate("densityd_workload_network_transmit_bytes_total"),
+                        "{{kind}} {{name}} {{interface}}",
+                    )
+                ],
+                w=12,
+                h=8,
+                unit="Bps",
+                min=0,
+            ),
+            Panel(
+                "timeseries",
+                "vCPU delay per VM",
+                "Seconds per second a VM's vCPUs were runnable but waiting for a host CPU "
+                "(summed over its vCPUs): the host is CPU-oversubscribed when it rises.",
+                [Target(rate("densityd_vm_vcpu_delay_seconds_total"), "{{name}}")],
+                w=12,
+                h=8,
+                unit="s",
+                min=0,
+            ),
+            Panel(
+                "bargauge",
+                "Hugepages",
+                "The host's hugepage pools per page size: total, and free.",
+                [
+                    Target(
+                        f"densityd_host_hugepages_bytes{{{HOST}}}", "{{size}} total", instant=True
+                    ),
+                    Target(
+                        f"densityd_host_hugepages_free_bytes{{{HOST}}}",
+                        "{{size}} free",
+                        instant=True,
+                    ),
+                ],
+                w=12,
+                h=8,
+                unit="bytes",
+                min=0,
+            ),
+        ],
+    )
+    return [stalls, network]
+
+
+def rightsizing_row() -> Row:
+    """Each workload's recommendation next to its limit, and the slots resizing would give."""
+    return Row(
+        "Rightsizing: recommended against limits",
+        [
+            Panel(
+                "stat",
+                "Slots left today and if resized",
+                "How many more of each profile fit (densityd_plan_remaining), and how many "
+                "would if every workload's limits were set to its recommendation "
+                "(densityd_plan_rightsized_remaining: resizing frees allocation, not demand).",
+                [
+                    Target(f"densityd_plan_remaining{{{HOST}}}", "{{kind}} {{profile}} today"),
+                    Target(
+                        f"densityd_plan_rightsized_remaining{{{HOST}}}",
+                        "{{kind}} {{profile}} resized",
+                    ),
+                ],
+                w=8,
+                h=8,
+                thresholds=SLOTS,
+                decimals=0,
+            ),
+            Panel(
+                "bargauge",
+                "Most over-provisioned memory",
+                "The 10 workloads whose memory limit (a VM: guest RAM) is furthest above their "
+                "recommendation: the window's maximum footprint plus the buffer.",
+                [
+                    Target(
+                        f"topk(10, densityd_workload_overprovisioned_memory_bytes{{{HOST}}})",
+                        "{{kind}} {{name}}",
+                        instant=True,
+                    )
+                ],
+                w=8,
+                h=8,
+                unit="bytes",
+                min=0,
+            ),
+            Panel(
+                "bargauge",
+                "Most over-provisioned CPU",
+                "The 10 workloads whose CPU limit (a VM: vCPUs) is furthest above their "
+                "recommendation: the percentile of their CPU rate.",
+                [
+                    Target(
+                        f"topk(10, densityd_workload_overprovisioned_cpu_cores{{{HOST}}})",
+                        "{{kind}} {{name}}",
+                        instant=True,
+                    )
+                ],
+                w=8,
+                h=8,
+                unit=CORES,
+                min=0,
+                decimals=2,
+            ),
+            Panel(
+                "table",
+                "Recommended against limit, per workload",
+                "Per workload: its limits, the recommendation rightsizing would set them to, "
+                "and the difference (never negative; empty without a limit).",
+                [
+                    Target(f"densityd_workload_cpu_limit_cores{{{HOST}}}", table=True),
+                    Target(f"densityd_workload_recommended_cpu_cores{{{HOST}}}", table=True),
+                    Target(f"densityd_workload_overprovisioned_cpu_cores{{{HOST}}}", table=True),
+                    Target(f"densityd_workload_memory_limit_bytes{{{HOST}}}", table=True),
+                    Target(f"densityd_workload_recommended_memory_bytes{{{HOST}}}", table=True),
+                    Target(f"densityd_workload_overprovisioned_memory_bytes{{{HOST}}}", table=True),
+                ],
+                w=24,
+                h=8,
+                transformations=merge_table(
+                    {
+                        "Value #A": "CPU limit",
+                        "Value #B": "CPU recommended",
+                        "Value #C": "CPU over-provisioned",
+                        "Value #D": "memory limit",
+                        "Value #E": "memory recommended",
+                        "Value #F": "memory over-provisioned",
+                    },
+                    hide=("instance", "id"),
+                ),
+                overrides=[
+                    Override("byRegexp", "memory .*", {"unit": "bytes"}),
+                    Override("byRegexp", "CPU .*", {"unit": CORES, "decimals": 2}),
+                ],
+            ),
+            Panel(
+                "timeseries",
+                "Over-provisioned in total",
+                "Memory promised beyond the recommendations, summed per kind, over time.",
+                [
+                    Target(
+                        f"sum by (kind) (densityd_workload_overprovisioned_memory_bytes{{{HOST}}})",
+                        "{{kind}}",
+                    )
+                ],
+                w=24,
+                h=7,
+                unit="bytes",
+                min=0,
+                stack=True,
+            ),
+        ],
+    )
 
 
 def fleet_rows() -> list[Row]:
@@ -731,7 +1061,7 @@ def fleet_rows() -> list[Row]:
                 w=3,
                 h=4,
                 decimals=0,
-                options={"colorMode": "none"},
+                color_mode="none",
             ),
             Panel(
                 "stat",
@@ -746,7 +1076,7 @@ def fleet_rows() -> list[Row]:
                 w=5,
                 h=4,
                 decimals=0,
-                options={"colorMode": "none"},
+                color_mode="none",
             ),
             Panel(
                 "stat",
@@ -778,7 +1108,7 @@ def fleet_rows() -> list[Row]:
                 w=4,
                 h=4,
                 decimals=0,
-                thresholds=steps((None, GREEN), (1, RED)),
+                thresholds=ANY,
             ),
             Panel(
                 "stat",
@@ -788,7 +1118,7 @@ def fleet_rows() -> list[Row]:
                 w=4,
                 h=4,
                 unit=CORES,
-                options={"colorMode": "none"},
+                color_mode="none",
             ),
             Panel(
                 "stat",
@@ -801,7 +1131,7 @@ def fleet_rows() -> list[Row]:
                 w=8,
                 h=4,
                 unit="bytes",
-                options={"colorMode": "none"},
+                color_mode="none",
             ),
             Panel(
                 "bargauge",
@@ -956,7 +1286,7 @@ def fleet_rows() -> list[Row]:
                 w=8,
                 h=8,
                 unit="s",
-                thresholds=steps((None, RED), (7 * 86400, ORANGE), (30 * 86400, GREEN)),
+                thresholds=FULL,
                 no_value="no host is filling",
             ),
             Panel(

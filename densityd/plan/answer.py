@@ -19,11 +19,13 @@ from densityd.plan.core.cost import MEASURED, MEASURED_DISK_FROM, guest_os_basel
 from densityd.plan.core.demand import default_profile, like_profile
 from densityd.plan.core.fleet import FleetAnswer, HostUse, fleet_answers, pack_fleet
 from densityd.plan.core.model import Answer, PlanSettings, Profile, Resource, View, WorkloadDemand
-from densityd.plan.core.slots import answers, compare_ratio, headline
+from densityd.plan.core.rightsize import Recommendation, recommendation, rightsized
+from densityd.plan.core.slots import answers, compare_ratio, for_host, headline, usable
 from densityd.plan.inputs.fleet import Fleet
 from densityd.plan.inputs.local import PlanContext
 from densityd.plan.output.local import plan_document as render_document
 from densityd.plan.output.local import settings_assumptions
+from densityd.plan.output.rightsize import rightsizing_document
 from densityd.plan.request import KINDS, PackingRequest, PlanRequest, PlanRequestError
 
 
@@ -81,6 +83,34 @@ def _planned(context: PlanContext, request: PlanRequest) -> tuple[list[Answer], 
 def plan_answers(context: PlanContext, request: PlanRequest) -> list[Answer]:
     """Every answer a request asks for, kind by kind."""
     return _planned(context, request)[0]
+
+
+def rightsized_answers(context: PlanContext, request: PlanRequest) -> list[Answer]:
+    """``plan_answers`` as if every workload were resized to its recommendation
+    (``core.rightsize``): the same shapes, kinds and views, in the same order."""
+    result: list[Answer] = []
+    for kind, shape in shapes(context.demands, request):
+        inputs = rightsized(context.inputs(kind), context.settings)
+        result.extend(answers(inputs, shape, [kind], request.views, context.settings))
+    return result
+
+
+def recommendations(context: PlanContext) -> list[Recommendation]:
+    """Every workload in scope's recommendation, in the context's order."""
+    return [recommendation(demand, context.settings) for demand in context.demands]
+
+
+def rightsizing(context: PlanContext, requests: Sequence[PlanRequest], top: int) -> dict[str, Any]:
+    """The ``rightsizing`` part of the plan document (``output.rightsize``) for the requests:
+    today's answers next to the rightsized ones, and every workload's recommendation."""
+    today: list[Answer] = []
+    resized: list[Answer] = []
+    for request in requests:
+        today.extend(plan_answers(context, request))
+        resized.extend(rightsized_answers(context, request))
+    host = context.inputs(WorkloadKind.CONTAINER).host
+    room = usable(host, View.ALLOCATION, for_host(context.settings, host))
+    return rightsizing_document(today, resized, recommendations(context), room, top)
 
 
 def host_summary(context: PlanContext) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from densityd.config import Settings
 from densityd.history.schema import HISTORY_FILE, StoreError
 from densityd.history.store import HistoryStore
 from densityd.model import WorkloadKind, cpu_rates
-from densityd.plan.answer import fleet_plan, pack_request, plan_document
+from densityd.plan.answer import fleet_plan, pack_request, plan_document, rightsizing
 from densityd.plan.core.fleet import host_use
 from densityd.plan.core.model import View
 from densityd.plan.core.quantity import QuantityError, parse_duration, parse_profile
@@ -34,6 +34,7 @@ from densityd.plan.inputs.promql import FleetQuery
 from densityd.plan.output.fleet import fleet_document, fleet_table
 from densityd.plan.output.local import plan_table
 from densityd.plan.output.packing import packing_document, packing_table
+from densityd.plan.output.rightsize import rightsizing_table
 from densityd.plan.request import (
     PackingRequest,
     PackingRequestError,
@@ -131,6 +132,7 @@ def plan_command(settings: Settings, args: argparse.Namespace) -> int:
             if given:
                 flag = "--" + given[0].replace("_", "-")
                 raise PackingRequestError(f"{flag} needs --prometheus URL")
+        _check_rightsize(args, packing)
     except (QuantityError, PackingRequestError) as exc:
         print(f"densityd plan: {exc}", file=sys.stderr)
         return 2
@@ -155,6 +157,8 @@ def plan_command(settings: Settings, args: argparse.Namespace) -> int:
             )
             result = pack_request([use], packing, views, context.settings)
             document["packing"] = packing_document(result, packing, views)
+        if args.rightsize:
+            document["rightsizing"] = rightsizing(context, requests, args.rightsize_top)
     except PlanRequestError as exc:
         print(f"densityd plan: {exc}", file=sys.stderr)
         return 2
@@ -164,8 +168,25 @@ def plan_command(settings: Settings, args: argparse.Namespace) -> int:
         text = plan_table(document)
         if "packing" in document:
             text += "\n" + packing_table(document["packing"], hosts=1)
+        if "rightsizing" in document:
+            text += "\n" + rightsizing_table(document["rightsizing"])
         print(text)
     return 0
+
+
+def _check_rightsize(args: argparse.Namespace, packing: PackingRequest | None) -> None:
+    """``--rightsize`` is for one host's plan of single shapes; ``PackingRequestError`` else."""
+    if args.rightsize_top < 0:
+        raise PackingRequestError(f"--rightsize-top: {args.rightsize_top} is not >= 0")
+    if not args.rightsize:
+        return
+    if args.prometheus:
+        raise PackingRequestError(
+            "--rightsize is for a local plan: with --prometheus each host's recommendations "
+            "are its densityd_workload_recommended_* series"
+        )
+    if packing is not None:
+        raise PackingRequestError("--rightsize and --count: plan the shapes without --count")
 
 
 def _local_document(context: PlanContext, requests: list[PlanRequest]) -> dict[str, Any]:

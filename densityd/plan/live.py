@@ -21,9 +21,16 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from densityd.config import Settings
 from densityd.history.store import HistoryStore
 from densityd.model import Snapshot, WorkloadKind, cpu_rates
-from densityd.plan.answer import headlines, plan_answers, plan_document
+from densityd.plan.answer import (
+    headlines,
+    plan_answers,
+    plan_document,
+    recommendations,
+    rightsized_answers,
+)
 from densityd.plan.core.model import Answer, Profile, Resource
 from densityd.plan.core.quantity import parse_profile
+from densityd.plan.core.rightsize import Recommendation
 from densityd.plan.inputs.basis import PlanBasis, plan_basis
 from densityd.plan.inputs.last_known import Carried, LastKnown
 from densityd.plan.inputs.local import PlanContext, plan_context, read_history
@@ -53,6 +60,8 @@ class LivePlan:
         self._previous: Snapshot | None = None
         self._context: PlanContext | None = None
         self._answers: tuple[Answer, ...] = ()
+        self._rightsized: tuple[Answer, ...] = ()
+        self._recommendations: tuple[Recommendation, ...] = ()
         self._basis: PlanBasis | None = None
         self._unplannable = ""  # why the latest passes could not be planned, once logged
 
@@ -64,8 +73,15 @@ class LivePlan:
         try:
             context = self._build_context(carried)
             found: list[Answer] = []
+            resized: list[Answer] = []
             for request in self._requests():
                 found.extend(plan_answers(context, request))
+                resized.extend(rightsized_answers(context, request))
+            running = [
+                r
+                for r, d in zip(recommendations(context), context.demands, strict=True)
+                if d.running
+            ]
             basis: PlanBasis | None = plan_basis(context)
         except PlanRequestError as exc:
             # A setting this host cannot serve yet (--guest-os measured with no VM reporting
@@ -73,22 +89,24 @@ class LivePlan:
             if str(exc) != self._unplannable:
                 log.warning("no plans: %s", exc)
                 self._unplannable = str(exc)
-            context, found, basis = None, [], None
+            context, found, basis, resized, running = None, [], None, [], []
         except Exception:  # never let planning take the sampler down with it
             log.exception("planning failed for this pass")
-            context, found, basis = None, [], None
+            context, found, basis, resized, running = None, [], None, [], []
         else:
             if self._unplannable:
                 log.info("plans are back")
                 self._unplannable = ""
         if carried.withheld:
             # Past the grace a number would be a guess: no series rather than a wrong one.
-            found, basis = [], None
+            found, basis, resized, running = [], None, [], []
         with self._lock:
             self._previous = carried.snapshot
             self._carried = carried
             self._context = context
             self._answers = tuple(found)
+            self._rightsized = tuple(resized)
+            self._recommendations = tuple(running)
             self._basis = basis
 
     def _build_context(self, carried: Carried) -> PlanContext:
@@ -123,6 +141,7 @@ class LivePlan:
     def describe(self) -> Iterator[Metric]:
         """The plan families, without samples."""
         yield from self._families(())
+        yield from self._rightsize_families((), ())
         yield from self._basis_families(None)
         yield from self._carried_families(None)
 
@@ -130,9 +149,62 @@ class LivePlan:
         """Slots left, time to full, usable/used/free per kind and view, and the basis."""
         with self._lock:
             found, basis, carried = self._answers, self._basis, self._carried
+            resized, recommended = self._rightsized, self._recommendations
         yield from self._families(found)
+        yield from self._rightsize_families(resized, recommended)
         yield from self._basis_families(basis)
         yield from self._carried_families(carried)
+
+    @staticmethod
+    def _rightsize_families(
+        resized: Sequence[Answer], recommended: Sequence[Recommendation]
+    ) -> Iterator[Metric]:
+        """Each running workload's recommendation and over-provisioning (``core.rightsize``),
+        and the slots left if every workload were resized to its recommendation."""
+        labels = ["kind", "id", "name"]
+        cpu = GaugeMetricFamily(
+            "densityd_workload_recommended_cpu_cores",
+            "Recommended CPU: the percentile of the CPU rate over the planning window (a VM: "
+            "whole vCPUs, never more than it has).",
+            labels=labels,
+        )
+        memory = GaugeMetricFamily(
+            "densityd_workload_recommended_memory_bytes",
+            "Recommended memory: the window's maximum footprint plus the buffer (a VM: guest "
+            "RAM, less QEMU's overhead, at least the guest OS baseline, at most what it has).",
+            labels=labels,
+        )
+        over_cpu = GaugeMetricFamily(
+            "densityd_workload_overprovisioned_cpu_cores",
+            "CPU limit (a VM: vCPUs) minus the recommendation, never negative; absent "
+            "without a limit.",
+            labels=labels,
+        )
+        over_memory = GaugeMetricFamily(
+            "densityd_workload_overprovisioned_memory_bytes",
+            "Memory limit (a VM: guest RAM) minus the recommendation, never negative; absent "
+            "without a limit.",
+            labels=labels,
+        )
+        remaining = GaugeMetricFamily(
+            "densityd_plan_rightsized_remaining",
+            "How many more workloads of the profile would fit if every workload were resized "
+            "to its recommendation (the stricter of the resized allocation view and the "
+            "demand view, which resizing does not change).",
+            labels=["kind", "profile"],
+        )
+        for item in recommended:
+            key = [str(item.kind), item.id, item.name]
+            cpu.add_metric(key, item.cpu)
+            memory.add_metric(key, item.memory)
+            if item.overprovisioned_cpu is not None:
+                over_cpu.add_metric(key, item.overprovisioned_cpu)
+            if item.overprovisioned_memory is not None:
+                over_memory.add_metric(key, item.overprovisioned_memory)
+        for answer in headlines(resized):
+            if answer.remaining is not None:
+                remaining.add_metric([str(answer.kind), answer.profile], answer.remaining)
+        yield from (cpu, memory, over_cpu, over_memory, remaining)
 
     @staticmethod
     def _carried_families(carried: Carried | None) -> Iterator[Metric]:

@@ -5,6 +5,11 @@ scrapes, every second, a densityd daemon sampling a CPU burner, a memory filler 
 VM, and each panel's every query, with the dashboard variables substituted (the host is that
 daemon's instance), must return at least one sample.
 
+Per world: per-workload PSI (``densityd_workload_pressure_seconds_total``) exists on cgroup
+v2 only, so its queries must be empty on a v1 host and return data on the v2 guest. Queries
+of families contracted to other branches (``test_dashboards.CONTRACTED``) that this build
+does not document yet are reported, not checked, until their branch is merged.
+
 The daemon's history is seeded with three earlier hours of the same workloads at a smaller
 footprint, so that demand has a rising trend and ``densityd_plan_time_to_full_seconds`` is
 exported, as it is on a host that has been filling up for a while.
@@ -22,7 +27,16 @@ import pytest
 from densityd.history.store import HistoryStore
 from densityd.model import Snapshot, WorkloadKind, WorkloadSample
 from tests.integration.backends import VM_PREFIX, Containers, Daemon, PrometheusServer, VMs
-from tests.unit.test_dashboards import DASHBOARD_FILES, Query, queries, substitute
+from tests.integration.cgroups import cgroup_version
+from tests.unit.test_dashboards import (
+    CONTRACTED,
+    DASHBOARD_FILES,
+    METRIC,
+    Query,
+    documented_metrics,
+    queries,
+    substitute,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -85,6 +99,19 @@ def empty_queries(
     return [q for q in found if not prometheus.query(substitute(q.expr, values))]
 
 
+# Families that exist only on a cgroup v2 host (PSI per cgroup: the pressure files).
+V2_ONLY = frozenset({"densityd_workload_pressure_seconds_total"})
+
+
+def pending(query: Query) -> set[str]:
+    """The contracted families a query uses that this build does not export yet."""
+    return (set(METRIC.findall(query.expr)) & CONTRACTED) - documented_metrics()
+
+
+def v2_only(query: Query) -> bool:
+    return bool(set(METRIC.findall(query.expr)) & V2_ONLY)
+
+
 def test_every_dashboard_query_returns_data(
     containers: Containers,
     vms: VMs,
@@ -93,8 +120,11 @@ def test_every_dashboard_query_returns_data(
     tmp_path: Path,
 ) -> None:
     prefix = f"{VM_PREFIX}dash-{uuid.uuid4().hex[:6]}"
-    burner = containers.run(name=f"{prefix}-cpu", command="exec yes > /dev/null")
+    # A CPU quota (throttling panels) and a memory limit (rightsizing panels) to show.
+    burner = containers.run("--cpus", "0.5", name=f"{prefix}-cpu", command="exec yes > /dev/null")
     filler = containers.run(
+        "--memory",
+        "256m",
         "--tmpfs",
         "/data:size=200m",
         name=f"{prefix}-memory",
@@ -117,8 +147,26 @@ def test_every_dashboard_query_returns_data(
     prometheus = start_prometheus([instance])
     wait_until_ready(prometheus, instance)
 
-    found = [query for name in DASHBOARD_FILES for query in queries(name)]
-    assert len(found) >= 40
+    everything = [query for name in DASHBOARD_FILES for query in queries(name)]
+    assert len(everything) >= 40
+    found = everything
+    if cgroup_version() == 1:
+        # No PSI per cgroup on v1: those queries must find nothing here, not a made-up 0.
+        absent = [q for q in found if v2_only(q)]
+        found = [q for q in found if not v2_only(q)]
+        assert absent, "the dashboards have per-workload PSI panels"
+        present = [q for q in absent if q not in empty_queries(prometheus, absent, instance)]
+        assert not present, "v2-only queries with data on cgroup v1:\n" + "\n".join(
+            q.where() for q in present
+        )
+    waiting = [q for q in found if pending(q)]
+    found = [q for q in found if not pending(q)]
+    if waiting:
+        # Said in the test's output (-s), for whoever merges the branches.
+        print(
+            "not checked, their families are not on this build yet:\n"
+            + "\n".join(f"{q.where()} ({', '.join(sorted(pending(q)))})" for q in waiting)
+        )
     empty = empty_queries(prometheus, found, instance)
     if empty:
         # A panel whose data comes a scrape later (an increase() over a young series) gets

@@ -21,6 +21,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from grafana_foundation_sdk.cog import plugins
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import dashboard as model
 
 from tests import paths
 
@@ -32,6 +35,25 @@ README = (ROOT / "README.md").read_text()
 GLOBALS = {"__rate_interval": "5s", "__interval": "1s", "__range": "1m"}
 VARIABLE = re.compile(r"\$(?:\{(\w+)(?::\w+)?\}|(\w+))")
 METRIC = re.compile(r"\b(densityd_\w+)")
+# Families contracted in issue 15 that the branches `signals` (PSI, OOM kills, CPU throttling,
+# memory protections) and `netvm` (network, vCPU delay, hugepages) implement: panels may query
+# them before those branches are merged and document them in the README's metric table.
+# Once merged the README has them and this set is only a subset of it.
+CONTRACTED = frozenset(
+    {
+        "densityd_workload_pressure_seconds_total",
+        "densityd_host_pressure_seconds_total",
+        "densityd_container_oom_kills_total",
+        "densityd_workload_cpu_periods_total",
+        "densityd_workload_cpu_throttled_periods_total",
+        "densityd_workload_cpu_throttled_seconds_total",
+        "densityd_workload_network_receive_bytes_total",
+        "densityd_workload_network_transmit_bytes_total",
+        "densityd_vm_vcpu_delay_seconds_total",
+        "densityd_host_hugepages_bytes",
+        "densityd_host_hugepages_free_bytes",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -122,6 +144,27 @@ def test_the_committed_json_is_what_the_generator_writes(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("name", DASHBOARD_FILES)
+def test_every_field_is_one_of_grafanas_dashboard_schema(name: str) -> None:
+    """Decoded by grafana-foundation-sdk's typed models of Grafana's schema and encoded back,
+    the committed file is unchanged: a field the schema does not know would be dropped."""
+    plugins.register_default_plugins()
+    document = load(name)
+    document.pop("__requires")  # import metadata, not part of the dashboard model
+    decoded = model.Dashboard.from_json(document)
+    assert json.loads(json.dumps(decoded, cls=JSONEncoder)) == document
+
+
+def test_the_schema_check_can_fail() -> None:
+    """A panel key Grafana does not know does not survive the round trip."""
+    plugins.register_default_plugins()
+    document = load("densityd-host.json")
+    document.pop("__requires")
+    document["panels"][1]["colour"] = "red"
+    decoded = model.Dashboard.from_json(document)
+    assert json.loads(json.dumps(decoded, cls=JSONEncoder)) != document
+
+
+@pytest.mark.parametrize("name", DASHBOARD_FILES)
 def test_dashboard_has_a_prometheus_datasource_and_a_host_variable(name: str) -> None:
     dashboard = load(name)
     assert dashboard["schemaVersion"] >= 39
@@ -183,7 +226,7 @@ def test_every_metric_is_one_densityd_exports(name: str) -> None:
     for query in queries(name):
         names = set(METRIC.findall(query.expr))
         assert names, query.where()
-        assert names <= documented, f"not in the README's metric table: {query.where()}"
+        assert names <= documented | CONTRACTED, f"not in the README's table: {query.where()}"
         used |= names
     assert len(used) >= 10
 

@@ -25,7 +25,7 @@ from densityd.model import (
     WorkloadKind,
     WorkloadSample,
 )
-from densityd.plan.answer import plan_answers, plan_document
+from densityd.plan.answer import plan_answers, plan_document, rightsizing
 from densityd.plan.core.model import (
     GIB,
     MIB,
@@ -318,3 +318,71 @@ def _published(plan: LivePlan) -> dict[tuple[str, frozenset[tuple[str, str]]], f
         for key, value in samples(plan).items()
         if key[0].endswith(("_remaining", "_bound", "time_to_full_seconds"))
     }
+
+
+def test_over_provisioned_containers_resized_to_their_use_fit_what_the_demand_view_allows(
+    tmp_path: Path,
+) -> None:
+    """Four containers limited to 1 core and 2 GiB, each using 0.05 cores and 256 MiB for two
+    days, in a declared 4-core, 10 GiB capacity; one more is 0.5 cores and 256 MiB.
+
+    Today the allocation view binds: 4 x 2 GiB of 9 GiB usable leaves 1 GiB, 4 more. Resized
+    to 0.05 cores and 256 MiB + 15 % each, the allocation view has room for 28 (CPU: 14.4
+    usable at ratio 4, 0.2 used), so the demand view binds: 3.6 usable cores, 0.2 used, 6 more.
+    The history reads a CPU percentile back within 2.5 %, which moves neither count.
+    """
+    workloads = {
+        (WorkloadKind.CONTAINER, f"app-{i}"): (lambda at: (0.05 * (at - START), 256 * MIB, GIB))
+        for i in range(4)
+    }
+    until = START + 2 * DAY
+    snapshots = [
+        dataclasses.replace(
+            s,
+            workloads=tuple(
+                dataclasses.replace(w, cpu_limit_cores=1.0, memory_limit_bytes=2 * GIB)
+                for w in s.workloads
+            ),
+        )
+        for s in passes(workloads, until)
+    ]
+    flags = {"window": "14d", "capacity": "cpu=4,memory=10Gi", "plan_profiles": ["one=" + PROFILE]}
+    settings = load_settings(flags)
+    with HistoryStore.open(tmp_path, retention_seconds=15 * DAY) as store:
+        store.record_many(snapshots)
+        history = read_history(store, snapshots[-1], settings)
+        context = plan_context(snapshots[-1], history, settings, data_dirs=DIRS)
+        request = PlanRequest(profile=parse_profile("one=" + PROFILE), kind=WorkloadKind.CONTAINER)
+        part = rightsizing(context, [request], top=3)
+        live = LivePlan(settings, data_dirs=lambda: DIRS, store=lambda: store)
+        live.update(snapshots[-1])
+        scraped = samples(live)
+    [answer] = part["answers"]
+    assert (answer["remaining"], answer["bound"]) == (4, "memory")
+    assert answer["by_view"]["allocation"]["remaining"] == 4
+    assert answer["by_view"]["allocation"]["rightsized_remaining"] == 28
+    assert answer["by_view"]["demand"]["remaining"] == 6
+    assert answer["by_view"]["demand"]["rightsized_remaining"] == 6
+    assert (answer["rightsized_remaining"], answer["rightsized_bound"], answer["more"]) == (
+        6,
+        "cpu",
+        2,
+    )
+    recommended = 256 * MIB * 1.15
+    assert len(part["workloads"]) == 4 and part["freeing"] == 4
+    for item in part["workloads"]:
+        assert item["recommended_cpu"] == pytest.approx(0.05, rel=0.025)
+        assert item["overprovisioned_cpu"] == pytest.approx(1 - item["recommended_cpu"])
+        assert item["recommended_memory_bytes"] == pytest.approx(recommended, abs=1)
+        assert item["overprovisioned_memory_bytes"] == pytest.approx(2 * GIB - recommended, abs=1)
+    assert part["frees"]["memory_bytes"] == pytest.approx(4 * (2 * GIB - recommended), abs=4)
+    # The daemon exports the same.
+    container = frozenset({("kind", "container"), ("profile", "one")})
+    assert scraped[("densityd_plan_rightsized_remaining", container)] == 6
+    assert scraped[("densityd_plan_remaining", container)] == 4
+    over = {
+        dict(labels)["name"]: value
+        for (name, labels), value in scraped.items()
+        if name == "densityd_workload_overprovisioned_memory_bytes"
+    }
+    assert over == {f"app-{i}": pytest.approx(2 * GIB - recommended, abs=1) for i in range(4)}
