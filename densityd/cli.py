@@ -21,6 +21,9 @@ from densityd import __version__
 from densityd.config import ConfigError, Settings, flag_name, load_settings, resolve_config_file
 from densityd.model import WorkloadKind
 
+# How long ``plan`` waits for the local daemon's answer before sampling itself.
+DAEMON_TIMEOUT = 2.0
+
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (each also DENSITYD_<NAME> or a TOML key)")
@@ -110,8 +113,10 @@ def _add_plan_parser(commands: Any) -> None:
     plan = commands.add_parser(
         "plan",
         help="how many more containers or VMs of a shape fit, what binds, and when it fills",
-        description="Plan from a fresh sample plus the local history (when the daemon has "
-        "recorded one); works with no daemon running. With --prometheus, plan every host "
+        description="Where a densityd daemon runs on this host (on --listen-address) and "
+        "plans with the same settings, print its answer: it has sampled all along. Otherwise "
+        "plan from a fresh sample plus the local history (when the daemon has recorded one); "
+        "works with no daemon running. With --prometheus, plan every host "
         "Prometheus scrapes densityd on instead. With --count, pack several shapes at once.",
     )
     shape = plan.add_mutually_exclusive_group()
@@ -151,6 +156,13 @@ def _add_plan_parser(commands: Any) -> None:
         choices=["table", "json"],
         default="table",
         help="output format (default: table)",
+    )
+    plan.add_argument(
+        "--no-daemon",
+        action="store_true",
+        help="sample this host even when a densityd daemon answers on --listen-address "
+        "(by default a local plan is the running daemon's answer when it plans with the same "
+        "settings: it has sampled all along and holds its history)",
     )
     plan.add_argument(
         "--rightsize",
@@ -286,8 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_daemon(settings)
     if args.command == "plan":
         from densityd.plan.command import plan_command
+        from densityd.serve.local_client import LocalDaemon
 
-        return plan_command(settings, args)
+        return plan_command(settings, args, LocalDaemon(settings, timeout=DAEMON_TIMEOUT))
     if args.command == "healthcheck":
         from densityd.serve.healthcheck import healthcheck_command
 

@@ -16,25 +16,14 @@ import socket
 import sys
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from densityd.collect.once import take_samples
 from densityd.config import Settings
-from densityd.history.schema import HISTORY_FILE, StoreError
-from densityd.history.store import HistoryStore
-from densityd.model import WorkloadKind, cpu_rates
-from densityd.plan.answer import fleet_plan, pack_request, plan_document, rightsizing
-from densityd.plan.core.fleet import host_use
+from densityd.model import WorkloadKind
 from densityd.plan.core.model import View
 from densityd.plan.core.quantity import QuantityError, parse_duration, parse_profile
-from densityd.plan.inputs.fleet import load_fleet
-from densityd.plan.inputs.local import PlanContext, plan_context, read_history
-from densityd.plan.inputs.prometheus import PrometheusClient, PrometheusError, connection
-from densityd.plan.inputs.promql import FleetQuery
-from densityd.plan.output.fleet import fleet_document, fleet_table
+from densityd.plan.inputs.daemon import DaemonLink, ask_daemon, plan_queries
 from densityd.plan.output.local import plan_table
-from densityd.plan.output.packing import packing_document, packing_table
-from densityd.plan.output.rightsize import rightsizing_table
 from densityd.plan.request import (
     PackingRequest,
     PackingRequestError,
@@ -42,6 +31,10 @@ from densityd.plan.request import (
     PlanRequestError,
     packing_request,
 )
+
+if TYPE_CHECKING:
+    from densityd.history.store import HistoryStore
+    from densityd.plan.inputs.local import PlanContext
 
 # The fleet flags that mean nothing without --prometheus.
 FLEET_ONLY_FLAGS: tuple[str, ...] = (
@@ -108,6 +101,9 @@ def plan_packing(args: argparse.Namespace) -> PackingRequest | None:
 
 def open_history(settings: Settings) -> HistoryStore | None:
     """The daemon's history, read-only, when it exists and can be read."""
+    from densityd.history.schema import HISTORY_FILE, StoreError
+    from densityd.history.store import HistoryStore
+
     path = settings.state_dir / HISTORY_FILE
     if not settings.history or not path.exists():
         return None
@@ -118,11 +114,16 @@ def open_history(settings: Settings) -> HistoryStore | None:
         return None
 
 
-def plan_command(settings: Settings, args: argparse.Namespace) -> int:
-    """Sample (or read Prometheus), plan, print; exit 2 for a request that cannot be answered.
+def plan_command(
+    settings: Settings, args: argparse.Namespace, daemon: DaemonLink | None = None
+) -> int:
+    """Ask the daemon, sample (or read Prometheus), plan, print; exit 2 for a request that
+    cannot be answered.
 
-    Fleet mode exits 1 when Prometheus cannot be reached (or fails: HTTP 5xx), 2 when it
-    rejects the query (HTTP 4xx) or holds no densityd series.
+    A local plan of single shapes is the answer of the daemon ``daemon`` reaches when it
+    plans with this command's settings (``inputs.daemon``), unless ``--no-daemon``. Fleet
+    mode exits 1 when Prometheus cannot be reached (or fails: HTTP 5xx), 2 when it rejects
+    the query (HTTP 4xx) or holds no densityd series.
     """
     try:
         packing = plan_packing(args)
@@ -138,8 +139,44 @@ def plan_command(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     if args.prometheus:
         return fleet_command(settings, args, requests, packing)
+    if daemon is not None and not args.no_daemon and packing is None and not args.rightsize:
+        queries = plan_queries(args.profile or [], args.like, args.kind, args.compare, args.view)
+        reply = ask_daemon(daemon, settings, queries)
+        if reply.rejected:
+            print(f"densityd plan: {reply.why}", file=sys.stderr)
+            return 2
+        if reply.document is not None:
+            age = max(0.0, time.time() - float(reply.document.get("generated_at") or 0))
+            print(
+                f"densityd plan: {reply.why}, from its pass {age:.0f} s ago and its "
+                "history (--no-daemon: sample here instead)",
+                file=sys.stderr,
+            )
+            _print_document(reply.document, args.output)
+            return 0
+        if reply.say:
+            print(f"densityd plan: {reply.why}: sampling here", file=sys.stderr)
+    return local_command(settings, args, requests, packing)
+
+
+def local_command(
+    settings: Settings,
+    args: argparse.Namespace,
+    requests: list[PlanRequest],
+    packing: PackingRequest | None,
+) -> int:
+    """Sample this host, read the history, plan, print."""
+    # Imported here: a plan the daemon answers needs none of the sampling or the history.
+    from densityd.collect.once import take_samples
+    from densityd.model import cpu_rates
+    from densityd.plan.answer import pack_request, rightsizing
+    from densityd.plan.core.fleet import host_use
+    from densityd.plan.inputs.local import plan_context, read_history
+    from densityd.plan.output.packing import packing_document
+
     first, second, data_dirs = take_samples(settings, PLAN_CPU_WINDOW)
     store = open_history(settings)
+    history_file = None if store is None else str(store.path.absolute())
     try:
         history = read_history(store, second, settings)
     finally:
@@ -150,6 +187,7 @@ def plan_command(settings: Settings, args: argparse.Namespace) -> int:
             second, history, settings, data_dirs=data_dirs, rates=cpu_rates(first, second)
         )
         document = _local_document(context, requests)
+        document["host"]["history_file"] = history_file
         if packing is not None:
             views = plan_views(args)
             use = host_use(
@@ -162,16 +200,25 @@ def plan_command(settings: Settings, args: argparse.Namespace) -> int:
     except PlanRequestError as exc:
         print(f"densityd plan: {exc}", file=sys.stderr)
         return 2
-    if args.output == "json":
-        print(json.dumps(document, indent=2))
-    else:
-        text = plan_table(document)
-        if "packing" in document:
-            text += "\n" + packing_table(document["packing"], hosts=1)
-        if "rightsizing" in document:
-            text += "\n" + rightsizing_table(document["rightsizing"])
-        print(text)
+    _print_document(document, args.output)
     return 0
+
+
+def _print_document(document: dict[str, Any], output: str) -> None:
+    """A local plan's document as JSON or as the table (packing, rightsizing appended)."""
+    if output == "json":
+        print(json.dumps(document, indent=2))
+        return
+    text = plan_table(document)
+    if "packing" in document:
+        from densityd.plan.output.packing import packing_table
+
+        text += "\n" + packing_table(document["packing"], hosts=1)
+    if "rightsizing" in document:
+        from densityd.plan.output.rightsize import rightsizing_table
+
+        text += "\n" + rightsizing_table(document["rightsizing"])
+    print(text)
 
 
 def _check_rightsize(args: argparse.Namespace, packing: PackingRequest | None) -> None:
@@ -191,6 +238,8 @@ def _check_rightsize(args: argparse.Namespace, packing: PackingRequest | None) -
 
 def _local_document(context: PlanContext, requests: list[PlanRequest]) -> dict[str, Any]:
     """The ``densityd.plan/v1`` document of one or more requests: their answers together."""
+    from densityd.plan.answer import plan_document
+
     document = plan_document(context, requests[0])
     for request in requests[1:]:
         document["answers"].extend(plan_document(context, request)["answers"])
@@ -204,6 +253,14 @@ def fleet_command(
     packing: PackingRequest | None,
 ) -> int:
     """Plan every host Prometheus shows; exit status as ``plan_command`` says."""
+    from densityd.plan.answer import fleet_plan, pack_request
+    from densityd.plan.core.fleet import host_use
+    from densityd.plan.inputs.fleet import load_fleet
+    from densityd.plan.inputs.prometheus import PrometheusClient, PrometheusError, connection
+    from densityd.plan.inputs.promql import FleetQuery
+    from densityd.plan.output.fleet import fleet_document, fleet_table
+    from densityd.plan.output.packing import packing_document, packing_table
+
     if settings.guest_os == "measured":
         # The fleet path does not read densityd_vm_guest_memory_used_bytes yet.
         print(

@@ -136,7 +136,11 @@ class LivePlan:
             context = self._context
         if context is None:
             return None
-        return plan_document(context, request)
+        document = plan_document(context, request)
+        store = self._store()
+        # Which history this plan read: ``densityd plan`` uses the answer only for its own.
+        document["host"]["history_file"] = None if store is None else str(store.path.absolute())
+        return document
 
     def describe(self) -> Iterator[Metric]:
         """The plan families, without samples."""

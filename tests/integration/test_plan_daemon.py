@@ -12,10 +12,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import bcrypt
 import pytest
 import requests
 
-from tests.integration.backends import Containers, Daemon, Series, promtool, value_of
+from tests.integration.backends import (
+    Containers,
+    Daemon,
+    Series,
+    free_port,
+    promtool,
+    value_of,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -170,3 +178,92 @@ def test_cli_plan_reads_the_history_the_daemon_left_across_a_restart(
     assert document["host"]["history_seconds"] > 0, document["host"]
     assert not any("no local history" in note for note in document["assumptions"]["notes"])
     assert {a["kind"] for a in document["answers"]} == {"container"}
+
+
+def run_plan(*args: str) -> subprocess.CompletedProcess[str]:
+    """``densityd plan`` as a user runs it, with the given flags."""
+    return subprocess.run(
+        [sys.executable, "-m", "densityd", "plan", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_plan_is_the_running_daemons_answer_when_it_plans_alike(
+    containers: Containers, start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """Where a daemon runs with the command's settings, ``densityd plan`` prints its answer
+    (and says so) instead of sampling; with other settings, another history, ``--no-daemon``
+    or no daemon on the port, it samples here, saying why when a daemon did answer."""
+    name_id = containers.run(command="exec sleep 3600")
+    daemon = start_daemon("--no-libvirt", "--target-fill", "0.8")
+    daemon.wait_for(_has_container_plan, what="a first plan")
+    _wait_until_recorded(daemon, name_id)
+    port = daemon.url.rsplit(":", 1)[1]
+    common = ("--listen-address", f"127.0.0.1:{port}", "--state-dir", str(tmp_path / "state"))
+    same = (*common, "--no-libvirt", "--target-fill", "0.8")
+    profiles = ("--profile", "small=cpu=0.25,memory=64Mi", "--profile", "big=cpu=1,memory=1Gi")
+
+    asked = run_plan("-o", "json", *same, *profiles)
+    assert asked.returncode == 0, asked.stderr
+    assert f"answered by the daemon at http://127.0.0.1:{port}" in asked.stderr, asked.stderr
+    document = json.loads(asked.stdout)
+    assert document["source"] == {"daemon": f"http://127.0.0.1:{port}"}
+    assert document["host"]["history_file"] == str((tmp_path / "state" / HISTORY).absolute())
+    # The daemon's own answers, both profiles, as /api/v1/plan gives them.
+    served = [
+        requests.get(
+            f"{daemon.url}/api/v1/plan", params={"profile": profile, "view": "both"}, timeout=10
+        ).json()["answers"]
+        for profile in profiles[1::2]
+    ]
+    expected = [(a["profile"], a["view"], a["remaining"]) for answers in served for a in answers]
+    got = [(a["profile"], a["view"], a["remaining"]) for a in document["answers"]]
+    assert got == expected
+    assert {a["profile"] for a in document["answers"]} == {"small", "big"}
+
+    table = run_plan(*same, "--like", name_id[:12])
+    assert table.returncode == 0, table.stderr
+    assert "answered by the daemon" in table.stderr
+    assert "Plan for host" in table.stdout
+
+    rejected = run_plan(*same, "--like", "no-such-workload")
+    assert rejected.returncode == 2
+    assert "no-such-workload" in rejected.stderr
+
+    for flags, why in (
+        ((*common, "--no-libvirt"), "plans with other settings (target_fill): sampling here"),
+        (
+            ("--listen-address", f"127.0.0.1:{port}", "--state-dir", str(tmp_path / "other")),
+            "plans with other settings (history_file, sources, target_fill): sampling here",
+        ),
+        ((*same, "--no-daemon"), None),
+        (("--listen-address", f"127.0.0.1:{free_port()}", "--no-libvirt", *common[2:]), None),
+    ):
+        sampled = run_plan("-o", "json", *flags)
+        assert sampled.returncode == 0, (flags, sampled.stderr)
+        if why is None:
+            assert "densityd plan:" not in sampled.stderr, (flags, sampled.stderr)
+        else:
+            assert why in sampled.stderr, (flags, sampled.stderr)
+        assert "source" not in json.loads(sampled.stdout), flags
+
+
+def test_cli_plan_samples_when_the_daemon_asks_for_basic_auth(
+    containers: Containers, start_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """The command has no password to give: it says so and samples (/api/v1/plan is not
+    asked without credentials)."""
+    hashed = bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=4)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users: {{prometheus: '{hashed}'}}\n")
+    daemon = start_daemon("--no-libvirt", "--web-config-file", str(web))
+    port = daemon.url.rsplit(":", 1)[1]
+    flags = ("--listen-address", f"127.0.0.1:{port}", "--state-dir", str(tmp_path / "state"))
+    result = run_plan("-o", "json", *flags, "--no-libvirt", "--web-config-file", str(web))
+    assert result.returncode == 0, result.stderr
+    assert f"the daemon at http://127.0.0.1:{port} asks for basic auth: sampling here" in (
+        result.stderr
+    )
+    assert "source" not in json.loads(result.stdout)
