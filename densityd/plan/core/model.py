@@ -180,8 +180,7 @@ class HostCapacity:
     data filesystem visible, say): it never binds, and its numbers are not reported.
     ``hugepages`` holds the huge page pools by size; their memory is not in ``total.memory``
     (nor in ``used.memory``), since only users of huge pages can have it.
-    ``hugepages_known`` is False where the pools could not be seen (a fleet host whose
-    scrape has no ``densityd_host_hugepages_bytes``): huge pages are then unknown.
+    None of them (no pools seen): huge pages are unknown, and never bind.
     """
 
     total: Resources
@@ -190,7 +189,6 @@ class HostCapacity:
     image_bytes_present: frozenset[str] = frozenset()
     unknown: tuple[tuple[Resource, str], ...] = ()
     hugepages: tuple[HugepageSpace, ...] = ()
-    hugepages_known: bool = True
 
     def hugepage_space(self, size: int | None) -> HugepageSpace | None:
         """The pool of one page size (None: the default size's), None when there is none."""

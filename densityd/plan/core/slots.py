@@ -201,12 +201,9 @@ def _hugepage_answer(
     """
     host = inputs.host
     space = host.hugepage_space(page) if page is not None else None
-    if not host.hugepages_known or page is None:
-        why = (
-            "the host's huge page pools are not known"
-            if not host.hugepages_known
-            else "the host has no default huge page size (no huge page support seen)"
-        )
+    if not host.hugepages or page is None:
+        # No pools at all: the kernel has no huge pages, or densityd cannot see its sysfs.
+        why = "no huge page pools seen under /sys/kernel/mm/hugepages"
         return (
             ResourceAnswer(
                 resource=Resource.HUGEPAGES,
