@@ -37,6 +37,47 @@ class BlockDevice:
 
 
 @dataclass(frozen=True, slots=True)
+class NetworkInterface:
+    """One network interface of a workload: a VM's host-side tap (libvirt's ``net.N.*``,
+    counted from the guest's side), or an interface in a container's network namespace.
+
+    Counters are per interface, never summed, for the same reason as ``BlockDevice``'s.
+    """
+
+    name: str
+    receive_bytes: int | None = None
+    receive_packets: int | None = None
+    receive_drops: int | None = None
+    receive_errors: int | None = None
+    transmit_bytes: int | None = None
+    transmit_packets: int | None = None
+    transmit_drops: int | None = None
+    transmit_errors: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HugepagePool:
+    """The host's pool of huge pages of one size (``/sys/kernel/mm/hugepages/hugepages-NkB``).
+
+    Counts are pages. ``free`` includes the ``reserved`` pages (promised to a mapping, not yet
+    faulted in), so the pages a new user can still have are ``free - reserved``. ``surplus``
+    pages are above ``nr_hugepages`` (overcommitted); ``total`` includes them.
+    """
+
+    size_bytes: int
+    total: int
+    free: int
+    reserved: int
+    surplus: int | None = None
+    default: bool = False
+
+    @property
+    def available_bytes(self) -> int:
+        """Bytes of this pool a new user can still get: free, less the reserved pages."""
+        return max(0, self.free - self.reserved) * self.size_bytes
+
+
+@dataclass(frozen=True, slots=True)
 class WorkloadSample:
     """One container or VM as seen in one sampling pass.
 
@@ -74,6 +115,14 @@ class WorkloadSample:
     # When ``cpu_seconds`` was read (Unix seconds): a pass reads its workloads one after
     # another, after listing and inspecting them, so the pass's start is not the reading's.
     cpu_read_at: float | None = None
+    # Per interface; () when none is known or the workload shares the host's network.
+    interfaces: tuple[NetworkInterface, ...] = ()
+    # A VM's vCPUs' time runnable but not running (libvirt's vcpu.N.delay summed), in seconds.
+    vcpu_delay_seconds: float | None = None
+    # A VM whose RAM is backed by huge pages: the page size, and the guest RAM they hold
+    # (which its QEMU resident set does not count).
+    hugepage_size_bytes: int | None = None
+    hugepage_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +148,8 @@ class HostSample:
     ``disk_checks`` says, per data path (``name``), whether its filesystem answered within its
     deadline and when it last did; ``disks`` holds only those that did.
     ``cgroup_namespace_private``: densityd runs in a cgroup namespace of its own.
+    ``hugepages`` holds the huge page pools, whose memory is in ``memory_bytes`` but can serve
+    only users of huge pages (``hugepages_bytes``).
     """
 
     cpu_cores: int
@@ -110,6 +161,11 @@ class HostSample:
     container_shim_rss_bytes: tuple[int, ...] = ()
     disk_checks: tuple[SourceStatus, ...] = ()
     cgroup_namespace_private: bool = False
+    # Per page size, smallest first; () where the kernel has no huge pages.
+    hugepages: tuple[HugepagePool, ...] = ()
+    # Memory the huge page pools hold (``Hugetlb`` in /proc/meminfo, else summed from the
+    # pools): part of MemTotal, never of MemAvailable.
+    hugepages_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

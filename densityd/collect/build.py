@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from densityd.collect.sampler import Sampler, SnapshotHolder
 from densityd.collect.sources.base import Source, SourceUnavailable
@@ -82,6 +83,7 @@ def build_sources(settings: Settings) -> SourceSet:
             proc_root=settings.proc_root,
             disk_paths=disk_paths,
             disk_timeout=settings.source_timeout,
+            hugepages_dir=Path(settings.sys_root) / "kernel" / "mm" / "hugepages",
         )
     )
     return SourceSet(

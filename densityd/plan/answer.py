@@ -197,6 +197,16 @@ def headlines(found: Sequence[Answer]) -> list[Answer]:
 # -- a fleet ---------------------------------------------------------------------------------
 
 
+def _per_host_only(shape: Profile, kind: WorkloadKind, option: str) -> None:
+    """Huge pages are planned on one host only: the fleet and packing paths do not carry the
+    pools, and leaving them out would charge a hugepage VM nothing for its guest RAM."""
+    if kind is WorkloadKind.VM and shape.hugepages:
+        raise PlanRequestError(
+            f"{option}: profile {shape.name} is backed by huge pages, which are planned per "
+            "host only (densityd plan on the host, or its densityd_plan_* series)"
+        )
+
+
 def fleet_plan(
     fleet: Fleet, requests: Sequence[PlanRequest]
 ) -> tuple[list[FleetAnswer], dict[str, str]]:
@@ -205,6 +215,7 @@ def fleet_plan(
     origins: dict[str, str] = {}
     for request in requests:
         for kind, shape in shapes(fleet.demands, request, where=" on any host"):
+            _per_host_only(shape, kind, "--prometheus")
             origins[shape.name] = shape.origin
             found.append(
                 fleet_answers(fleet.inputs(kind), shape, kind, request.views, fleet.settings)
@@ -222,6 +233,8 @@ def pack_request(
     settings: PlanSettings,
 ) -> packing.Packing:
     """Pack the request over the hosts' uses (``fleet.host_use`` of each host's inputs)."""
+    for profile, _count in request.shapes:
+        _per_host_only(profile, request.kind, "--count")
     return pack_fleet(
         uses,
         [(profile, request.kind, count) for profile, count in request.shapes],

@@ -300,7 +300,8 @@ class LivePlan:
         )
         bound = GaugeMetricFamily(
             "densityd_plan_bound",
-            "1 for the resource that runs out first in densityd_plan_remaining's answer.",
+            "1 for the resource that runs out first in densityd_plan_remaining's answer "
+            "(cpu, memory, disk, or hugepages for a VM profile backed by huge pages).",
             labels=["kind", "profile", "resource"],
         )
         by_view = GaugeMetricFamily(
@@ -330,7 +331,7 @@ class LivePlan:
             )
             per_resource[(quantity, "bytes")] = GaugeMetricFamily(
                 f"densityd_plan_{quantity}_bytes",
-                f"{text}, memory and disk bytes.",
+                f"{text}, memory, disk and (for a hugepage VM profile) hugepages bytes.",
                 labels=["kind", "view", "resource"],
             )
         for item in headlines(found):
@@ -340,17 +341,19 @@ class LivePlan:
                 bound.add_metric([str(item.kind), item.profile, str(item.bound)], 1)
             if item.time_to_full_seconds is not None:
                 time_to_full.add_metric([str(item.kind), item.profile], item.time_to_full_seconds)
-        seen: set[tuple[str, str]] = set()
+        seen: set[tuple[str, str, Resource]] = set()
         for item in found:
             kind, view = str(item.kind), str(item.view)
             if item.remaining is not None:
                 by_view.add_metric([kind, item.profile, view], item.remaining)
             if item.bound is not None:
                 view_bound.add_metric([kind, item.profile, view, str(item.bound)], 1)
-            if (kind, view) in seen:
-                continue  # capacity does not depend on the profile: once per kind and view
-            seen.add((kind, view))
             for answer in item.resources:
+                # Capacity does not depend on the profile: once per kind, view and resource
+                # (huge pages are in the answers of hugepage profiles only).
+                if (kind, view, answer.resource) in seen:
+                    continue
+                seen.add((kind, view, answer.resource))
                 if not answer.known:
                     continue  # an unknown capacity is no series, never a 0
                 for quantity, value in (

@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from densityd import __version__
 from densityd.collect.sampler import SnapshotHolder
-from densityd.model import Snapshot, SourceStatus, WorkloadSample
+from densityd.model import NetworkInterface, Snapshot, SourceStatus, WorkloadSample
 
 IDENTITY_LABELS = ("kind", "id", "name")
 INFO_LABELS = (*IDENTITY_LABELS, "image", "os", "state")
@@ -124,6 +124,14 @@ WORKLOAD_METRICS: tuple[WorkloadMetric, ...] = (
         lambda w: w.guest_memory_used_bytes,
     ),
     WorkloadMetric(
+        "densityd_vm_vcpu_delay_seconds",
+        True,
+        "Time the VM's vCPUs were runnable but waiting for a host CPU (steal time as the guest "
+        "would see it), summed over vCPUs: libvirt's vcpu.N.delay; absent where libvirt gives "
+        "none.",
+        lambda w: w.vcpu_delay_seconds,
+    ),
+    WorkloadMetric(
         "densityd_vm_guest_stats_age_seconds",
         False,
         "Seconds (host clock) since the guest's balloon.last-update last advanced, as seen by "
@@ -146,7 +154,34 @@ KSM_GAUGES = (
     ("densityd_host_ksm_shared_bytes", "Memory in pages merged by KSM (pages_shared)."),
     ("densityd_host_ksm_sharing_bytes", "Memory saved by KSM page sharing (pages_sharing)."),
 )
+HUGEPAGE_GAUGES = (
+    ("densityd_host_hugepages_bytes", "Memory in the host's huge page pool of one page size."),
+    (
+        "densityd_host_hugepages_free_bytes",
+        "Memory in free huge pages of one size (reserved pages included).",
+    ),
+    (
+        "densityd_host_hugepages_reserved_bytes",
+        "Memory in huge pages of one size promised to a mapping but not yet faulted in.",
+    ),
+    (
+        "densityd_host_hugepages_surplus_bytes",
+        "Memory in surplus huge pages of one size (above nr_hugepages, overcommitted).",
+    ),
+)
 DEVICE_LABELS = [*IDENTITY_LABELS, "device"]
+INTERFACE_LABELS = [*IDENTITY_LABELS, "interface"]
+# (direction, quantity, help noun, the interface's field)
+NETWORK_COUNTERS: tuple[tuple[str, str, str, Callable[[NetworkInterface], int | None]], ...] = (
+    ("receive", "bytes", "Bytes", lambda i: i.receive_bytes),
+    ("receive", "packets", "Packets", lambda i: i.receive_packets),
+    ("receive", "drops", "Packets dropped", lambda i: i.receive_drops),
+    ("receive", "errors", "Errors", lambda i: i.receive_errors),
+    ("transmit", "bytes", "Bytes", lambda i: i.transmit_bytes),
+    ("transmit", "packets", "Packets", lambda i: i.transmit_packets),
+    ("transmit", "drops", "Packets dropped", lambda i: i.transmit_drops),
+    ("transmit", "errors", "Errors", lambda i: i.transmit_errors),
+)
 
 
 class SnapshotCollector:
@@ -238,6 +273,26 @@ class SnapshotCollector:
             "a container wrote to).",
             labels=DEVICE_LABELS,
         )
+        network = [
+            (
+                field,
+                CounterMetricFamily(
+                    f"densityd_workload_network_{direction}_{quantity}",
+                    f"{noun} {'received' if direction == 'receive' else 'transmitted'} on one "
+                    "network interface, as the workload counts (a VM's host-side device from the "
+                    "guest's side, an interface in a container's network namespace; lo and the "
+                    "host's own network are left out).",
+                    labels=INTERFACE_LABELS,
+                ),
+            )
+            for direction, quantity, noun, field in NETWORK_COUNTERS
+        ]
+        vm_hugepages = GaugeMetricFamily(
+            "densityd_vm_hugepages_bytes",
+            "Guest memory a running VM holds in huge pages of one size (its memoryBacking), "
+            "not in ordinary memory.",
+            labels=[*IDENTITY_LABELS, "size"],
+        )
         guest_status = GaugeMetricFamily(
             "densityd_vm_guest_memory_status",
             "Whether a running VM's guest memory figures are known; value is always 1. status: "
@@ -269,6 +324,16 @@ class SnapshotCollector:
                     device_read.add_metric([*identity, device.name], device.read_bytes)
                 if workload.running and device.written_bytes is not None:
                     device_written.add_metric([*identity, device.name], device.written_bytes)
+            if workload.running:
+                for interface in workload.interfaces:
+                    for field, counter in network:
+                        count = field(interface)
+                        if count is not None:
+                            counter.add_metric([*identity, interface.name], count)
+                if workload.hugepage_bytes is not None and workload.hugepage_size_bytes:
+                    vm_hugepages.add_metric(
+                        [*identity, str(workload.hugepage_size_bytes)], workload.hugepage_bytes
+                    )
             for spec, family in families:
                 value = spec.value(workload)
                 if value is not None:
@@ -280,12 +345,18 @@ class SnapshotCollector:
         yield device_written
         yield device_bytes
         yield device_capacity
+        for _field, counter in network:
+            yield counter
+        yield vm_hugepages
         yield guest_status
 
     @staticmethod
     def _host_families(snapshot: Snapshot | None) -> Iterator[Metric]:
         gauges = [GaugeMetricFamily(name, doc) for name, doc in HOST_GAUGES]
         ksm_gauges = [GaugeMetricFamily(name, doc) for name, doc in KSM_GAUGES]
+        hugepage_gauges = [
+            GaugeMetricFamily(name, doc, labels=["size"]) for name, doc in HUGEPAGE_GAUGES
+        ]
         disk_total = GaugeMetricFamily(
             "densityd_host_disk_bytes",
             "Size of the filesystem holding workload data.",
@@ -311,6 +382,11 @@ class SnapshotCollector:
             ):
                 if ksm is not None:
                     gauge.add_metric([], ksm)
+            for pool in host.hugepages:
+                pages = (pool.total, pool.free, pool.reserved, pool.surplus)
+                for gauge, count in zip(hugepage_gauges, pages, strict=True):
+                    if count is not None:
+                        gauge.add_metric([str(pool.size_bytes)], count * pool.size_bytes)
             for disk in host.disks:
                 disk_total.add_metric([disk.path], disk.total_bytes)
                 disk_free.add_metric([disk.path], disk.free_bytes)
@@ -351,6 +427,7 @@ class SnapshotCollector:
         yield cpu_info
         yield engine_info
         yield from ksm_gauges
+        yield from hugepage_gauges
         yield disk_total
         yield disk_free
         yield from status_families(

@@ -296,6 +296,7 @@ class VMs:
 
     workdir: Path
     names: list[str] = field(default_factory=list)
+    uri: str = LIBVIRT_URI
 
     def define(
         self,
@@ -313,6 +314,9 @@ class VMs:
         balloon: str | None = "virtio",
         balloon_period: int | None = None,
         console: Path | None = None,
+        interface: str = "",
+        memory_backing: str = "",
+        network_boot: bool = False,
     ) -> str:
         """Define a domain (started unless ``start`` is false); returns its UUID.
 
@@ -324,6 +328,12 @@ class VMs:
         ``disks_mib`` are virtio disks (vda, vdb, ...); ``scsi_disks_mib`` are SCSI disks (sda,
         ...) on a virtio-scsi controller, which the BIOS tries to boot from first (so it reads
         them) and which ``virsh detach-disk --live`` removes without a guest OS's help.
+
+        ``interface`` is ``<interface>`` XML (``type='ethernet'`` gives a host tap, ``vnetN``,
+        without a bridge); ``network_boot`` boots from it: the NIC's iPXE ROM then sends DHCP
+        requests and reads the tap (until a guest driver runs, QEMU reads nothing from it and
+        frames written into it are lost uncounted). ``memory_backing`` is what goes inside
+        ``<memoryBacking>`` (``<hugepages/>``).
         """
         name = name or f"{VM_PREFIX}{uuid.uuid4().hex[:8]}"
         shapes = [("vd", "virtio", index, size) for index, size in enumerate(disks_mib)]
@@ -352,6 +362,8 @@ class VMs:
             else ""
         )
         boot = serial = ""
+        if network_boot:
+            boot = "<boot dev='network'/>"
         if guest is not None:
             boot = (
                 f"<kernel>{guest.kernel}</kernel><initrd>{guest.initrd}</initrd>"
@@ -371,25 +383,26 @@ class VMs:
         xml = (
             f"<domain type='qemu'><name>{xml_escape(name)}</name>{metadata}"
             f"<memory unit='MiB'>{memory_mib}</memory><vcpu>{vcpus}</vcpu>"
-            f"<os><type arch='x86_64' machine='pc'>hvm</type>{boot}</os>"
-            f"<devices>{''.join(disks)}{serial}{memballoon}</devices></domain>"
+            + (f"<memoryBacking>{memory_backing}</memoryBacking>" if memory_backing else "")
+            + f"<os><type arch='x86_64' machine='pc'>hvm</type>{boot}</os>"
+            f"<devices>{''.join(disks)}{interface}{serial}{memballoon}</devices></domain>"
         )
         xml_path = self.workdir / f"{uuid.uuid4().hex[:8]}.xml"
         xml_path.write_text(xml)
         self.names.append(name)
         if transient:
-            virsh("create", str(xml_path))
+            virsh("create", str(xml_path), uri=self.uri)
         else:
-            virsh("define", str(xml_path))
+            virsh("define", str(xml_path), uri=self.uri)
             if start:
-                virsh("start", name)
-        return virsh("domuuid", name)
+                virsh("start", name, uri=self.uri)
+        return virsh("domuuid", name, uri=self.uri)
 
     def remove_all(self) -> None:
         """Destroy and undefine every domain this fixture made."""
         for name in self.names:
-            virsh("destroy", name, check=False)
-            virsh("undefine", name, check=False)
+            virsh("destroy", name, uri=self.uri, check=False)
+            virsh("undefine", name, uri=self.uri, check=False)
         self.names.clear()
 
 

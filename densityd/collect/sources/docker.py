@@ -52,7 +52,15 @@ from densityd.collect.sources.docker_stats import (
     storage_limit_bytes,
     unswap_device_numbers,
 )
-from densityd.model import BlockDevice, ContainerEngine, SourceReading, WorkloadKind, WorkloadSample
+from densityd.collect.sources.netdev import host_net_namespace, net_namespace, read_interfaces
+from densityd.model import (
+    BlockDevice,
+    ContainerEngine,
+    NetworkInterface,
+    SourceReading,
+    WorkloadKind,
+    WorkloadSample,
+)
 
 log = logging.getLogger("densityd.sources.docker")
 
@@ -76,6 +84,9 @@ class _ContainerMeta:
     cgroup_path: str | None
     labels: tuple[tuple[str, str], ...] = ()
     cpuset_cores: float | None = None
+    # The init process whose /proc/PID/net/dev holds the container's interfaces; None when
+    # they are not to be read: host network, not running, or a remote engine's PID.
+    net_pid: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +199,8 @@ class DockerSource:
         # A remote engine's device numbers are its host's: this host's sysfs cannot name them.
         self._device_names = BlockDeviceNames(sys_root if _is_local(self.base_url) else None)
         self._sys_root = Path(sys_root)
+        # Fixed for the process; a container in it shares the host's interfaces.
+        self._host_netns = host_net_namespace(self._proc_root) if _is_local(self.base_url) else None
         self._use_cgroups = stats_mode == "cgroup" or (
             stats_mode == "auto" and _is_local(self.base_url) and self._cgroups.available()
         )
@@ -444,7 +457,23 @@ class DockerSource:
             labels=allowlisted_labels(
                 (inspect.get("Config") or {}).get("Labels"), self._label_allowlist
             ),
+            net_pid=self._net_pid(status, state.get("Pid"), host_config.get("NetworkMode")),
         )
+
+    def _net_pid(self, status: str, pid: Any, network_mode: Any) -> int | None:
+        """The PID whose net/dev to read, unless the container shares the host's network.
+
+        ``NetworkMode`` ``host``, or a namespace that is the host's (``container:`` of a
+        host-network container): its figures would only repeat the host's.
+        """
+        if status != "running" or not _is_local(self.base_url) or network_mode == "host":
+            return None
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+            return None
+        namespace = net_namespace(self._proc_root, pid)
+        if namespace is None or namespace == self._host_netns:
+            return None
+        return pid
 
     @staticmethod
     def _cpuset_cores(host_config: Mapping[str, Any]) -> float | None:
@@ -549,7 +578,14 @@ class DockerSource:
             disk_written_bytes=stats.written_bytes if stats else None,
             block_devices=self._block_devices(stats),
             labels=meta.labels,
+            interfaces=self._interfaces(meta) if stats else (),
         )
+
+    def _interfaces(self, meta: _ContainerMeta) -> tuple[NetworkInterface, ...]:
+        """The container's interfaces but lo (none with ``--network none``)."""
+        if meta.net_pid is None:
+            return ()
+        return read_interfaces(self._proc_root, meta.net_pid) or ()
 
     def _block_devices(self, stats: CgroupStats | None) -> tuple[BlockDevice, ...]:
         """The container's I/O per host device, named (``sda``) where this host can tell."""

@@ -14,6 +14,7 @@ its last success), never the host's CPU and memory figures or the other paths.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from densityd.collect.guarded import GuardedCall, gather
 from densityd.collect.sources.cgroups import in_private_namespace
-from densityd.model import DiskUsage, HostSample, SourceReading, SourceStatus
+from densityd.model import DiskUsage, HostSample, HugepagePool, SourceReading, SourceStatus
 
 # How long one host reading waits for the filesystems' answers; a path slower than this is
 # given until its own deadline, and its answer is the next reading's.
@@ -102,6 +103,54 @@ def read_ksm(ksm_dir: Path) -> tuple[int | None, int | None]:
     return shared * page, sharing * page
 
 
+_HUGEPAGES_DIR = re.compile(r"hugepages-([0-9]+)kB")
+
+
+def read_hugepages(hugepages_dir: Path, default_size: int | None) -> tuple[HugepagePool, ...]:
+    """The huge page pools of each size, from ``/sys/kernel/mm/hugepages``, smallest first.
+
+    One directory per size the kernel supports (``hugepages-2048kB``) holding page counts::
+
+        nr_hugepages 40   free_hugepages 8   resv_hugepages 2   surplus_hugepages 0
+
+    ``default_size`` is ``Hugepagesize`` from /proc/meminfo (the size of a mapping that names
+    none). A size whose counts cannot be read is left out; no directory: no pools.
+    """
+    try:
+        entries = sorted(os.scandir(hugepages_dir), key=lambda e: e.name)
+    except OSError:
+        return ()
+    pools = []
+    for entry in entries:
+        match = _HUGEPAGES_DIR.fullmatch(entry.name)
+        if match is None:
+            continue
+        size = int(match.group(1)) * 1024
+        directory = Path(entry.path)
+        try:
+            total, free, reserved = (
+                int((directory / name).read_text())
+                for name in ("nr_hugepages", "free_hugepages", "resv_hugepages")
+            )
+        except (OSError, ValueError):
+            continue
+        try:
+            surplus: int | None = int((directory / "surplus_hugepages").read_text())
+        except (OSError, ValueError):
+            surplus = None
+        pools.append(
+            HugepagePool(
+                size_bytes=size,
+                total=total,
+                free=free,
+                reserved=reserved,
+                surplus=surplus,
+                default=size == default_size,
+            )
+        )
+    return tuple(sorted(pools, key=lambda pool: pool.size_bytes))
+
+
 def _disk_check(
     call: GuardedCall[DiskUsage | None], answer: DiskUsage | None
 ) -> SourceStatus | None:
@@ -126,11 +175,13 @@ class HostSource:
         disk_paths: Callable[[], Iterable[str | None]] = tuple,
         ksm_dir: Path | str = "/sys/kernel/mm/ksm",
         disk_timeout: float = 10.0,
+        hugepages_dir: Path | str = "/sys/kernel/mm/hugepages",
     ) -> None:
         """``disk_timeout``: the deadline of one filesystem's ``statvfs``."""
         self._proc_root = Path(proc_root)
         self._disk_paths = disk_paths
         self._ksm_dir = Path(ksm_dir)
+        self._hugepages_dir = Path(hugepages_dir)
         self._disk_timeout = disk_timeout
         self._disk_calls: dict[str, GuardedCall[DiskUsage | None]] = {}
         self._private_namespace = in_private_namespace(self._proc_root)  # fixed for a process
@@ -155,6 +206,9 @@ class HostSource:
             if (check := _disk_check(call, answer)) is not None
         )
         ksm_shared, ksm_sharing = read_ksm(self._ksm_dir)
+        pools = read_hugepages(self._hugepages_dir, meminfo.get("Hugepagesize"))
+        # Hugetlb (Linux 4.16+) counts every size's pool; older kernels: the pools summed.
+        hugetlb = meminfo.get("Hugetlb", sum(p.total * p.size_bytes for p in pools))
         return HostSample(
             cpu_cores=os.cpu_count() or 1,
             memory_bytes=meminfo["MemTotal"],
@@ -165,6 +219,8 @@ class HostSource:
             ksm_shared_bytes=ksm_shared,
             ksm_sharing_bytes=ksm_sharing,
             container_shim_rss_bytes=read_shim_rss(self._proc_root),
+            hugepages=pools,
+            hugepages_bytes=hugetlb,
         )
 
     def _disk_call(self, path: str) -> GuardedCall[DiskUsage | None]:

@@ -2,7 +2,7 @@
 
 The only module that imports ``libvirt``. It keeps one read-only connection
 (``openReadOnly``) with keepalive and a close callback, and per pass makes one bulk
-``getAllDomainStats`` call (state, CPU, balloon, vCPU, block; ``NOWAIT`` so that a domain
+``getAllDomainStats`` call (state, CPU, balloon, vCPU, interface, block; ``NOWAIT`` so that a domain
 busy in another job, a migration say, does not hold the call). A domain's XML (configured
 memory, vCPUs, disks, libosinfo OS) is read once and again only when the domain appears,
 changes (state, vCPUs, memory, disk count) or a lifecycle event names it.
@@ -11,12 +11,18 @@ What ``getAllDomainStats`` returns for a running TCG domain (trimmed)::
 
     {'state.state': 1, 'cpu.time': 700068000, 'balloon.current': 131072,
      'balloon.maximum': 131072, 'balloon.rss': 42304, 'vcpu.current': 1,
+     'vcpu.maximum': 1, 'vcpu.0.state': 1, 'vcpu.0.time': 140000000, 'vcpu.0.delay': 41625950,
+     'net.count': 1, 'net.0.name': 'vnet0', 'net.0.rx.bytes': 90, 'net.0.rx.pkts': 1,
+     'net.0.rx.errs': 0, 'net.0.rx.drop': 0, 'net.0.tx.bytes': 0, 'net.0.tx.pkts': 0, ...
      'block.count': 1, 'block.0.name': 'vda', 'block.0.path': '/var/lib/.../vm.raw',
      'block.0.rd.bytes': 512, 'block.0.wr.bytes': 0, 'block.0.allocation': 0,
      'block.0.capacity': 67108864, 'block.0.physical': 4096}
 
 Sizes in ``balloon.*`` are KiB; ``balloon.rss`` is the QEMU process's resident set, the VM's
-host-side memory footprint.
+host-side memory footprint. ``net.N.*`` are the host-side device's counters as the guest sees
+them (rx: what the guest received); an interface with no host device (``type='user'``) has only
+``net.count``. ``vcpu.N.delay`` (Linux, libvirt 8.1+; 9.0 here has it) is the ns the vCPU
+thread waited runnable for a host CPU (schedstat), i.e. steal time as the guest would see it.
 """
 
 from __future__ import annotations
@@ -27,14 +33,23 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import libvirt
 
 from densityd.collect.sources.balloon import CURRENT, GuestStats, Seen, guest_stats
 from densityd.collect.sources.base import SourceUnavailable
+from densityd.collect.sources.host import parse_meminfo
 from densityd.collect.sources.libvirt_xml import DomainConfig, parse_domain_xml, pool_target_path
-from densityd.model import BlockDevice, NodeInfo, SourceReading, WorkloadKind, WorkloadSample
+from densityd.model import (
+    BlockDevice,
+    NetworkInterface,
+    NodeInfo,
+    SourceReading,
+    WorkloadKind,
+    WorkloadSample,
+)
 
 log = logging.getLogger("densityd.sources.libvirt")
 
@@ -50,6 +65,7 @@ _STATS = (
     | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
     | libvirt.VIR_DOMAIN_STATS_BALLOON
     | libvirt.VIR_DOMAIN_STATS_VCPU
+    | libvirt.VIR_DOMAIN_STATS_INTERFACE
     | libvirt.VIR_DOMAIN_STATS_BLOCK
 )
 # NOWAIT (libvirt >= 4.5) skips stats that need a domain job lock held by another job.
@@ -118,6 +134,54 @@ def block_devices(stats: Mapping[str, Any]) -> tuple[BlockDevice, ...]:
     return tuple(devices)
 
 
+def network_interfaces(stats: Mapping[str, Any]) -> tuple[NetworkInterface, ...]:
+    """The ``net.N.*`` entries of one domain's stats as interfaces (their host device names).
+
+    An interface without a name has no host-side device to count (QEMU's user networking):
+    it is left out rather than given counters nobody measured.
+    """
+    interfaces = []
+    count = min(_int(stats, "net.count") or 0, len(stats))  # bounded as in block_devices
+    for index in range(count):
+        prefix = f"net.{index}."
+        name = stats.get(prefix + "name")
+        if not isinstance(name, str) or not name:
+            continue
+        interfaces.append(
+            NetworkInterface(
+                name=name,
+                receive_bytes=_int(stats, prefix + "rx.bytes"),
+                receive_packets=_int(stats, prefix + "rx.pkts"),
+                receive_drops=_int(stats, prefix + "rx.drop"),
+                receive_errors=_int(stats, prefix + "rx.errs"),
+                transmit_bytes=_int(stats, prefix + "tx.bytes"),
+                transmit_packets=_int(stats, prefix + "tx.pkts"),
+                transmit_drops=_int(stats, prefix + "tx.drop"),
+                transmit_errors=_int(stats, prefix + "tx.errs"),
+            )
+        )
+    return tuple(interfaces)
+
+
+def vcpu_delay_seconds(stats: Mapping[str, Any]) -> float | None:
+    """The ``vcpu.N.delay`` of every vCPU summed, in seconds; None where libvirt gives none.
+
+    ``vcpu.maximum`` vCPUs are listed (offline ones too), so the sum only grows while the
+    domain runs.
+    """
+    count = min(_int(stats, "vcpu.maximum") or _int(stats, "vcpu.current") or 0, len(stats))
+    delays = [_int(stats, f"vcpu.{index}.delay") for index in range(count)]
+    known = [d for d in delays if d is not None]
+    return sum(known) / 1e9 if known else None
+
+
+def hugepage_bytes(memory_bytes: int | None, page_bytes: int | None) -> int | None:
+    """Guest RAM in whole huge pages (QEMU rounds the backing up to the page size)."""
+    if memory_bytes is None or page_bytes is None or page_bytes <= 0:
+        return None
+    return -(-memory_bytes // page_bytes) * page_bytes
+
+
 def _sum(values: list[int | None]) -> int | None:
     known = [v for v in values if v is not None]
     return sum(known) if known else None
@@ -140,16 +204,21 @@ def vm_sample(
     *,
     read_at: float | None = None,
     guest: GuestStats | None = None,
+    default_hugepage_bytes: int | None = None,
 ) -> WorkloadSample:
     """One VM's sample from its stats (read at ``read_at``), its configuration, its disks.
 
     ``guest`` says whether the balloon figures are current (``balloon.guest_stats``); without
     it they are taken as current (a one-off reading has nothing to compare with).
+    ``default_hugepage_bytes`` is the host's default huge page size, for a VM whose
+    ``<hugepages/>`` names none (None: not known, so neither is its page size).
     """
     state = _int(stats, "state.state") or 0
     active = state in ACTIVE_STATES
     cpu_time = _int(stats, "cpu.time")
     vcpus = _int(stats, "vcpu.current") or config.vcpus
+    memory_limit = _kib(stats, "balloon.maximum") or config.memory_bytes
+    page_size = (config.hugepage_size_bytes or default_hugepage_bytes) if config.hugepages else None
     return WorkloadSample(
         kind=WorkloadKind.VM,
         id=uuid,
@@ -161,7 +230,7 @@ def vm_sample(
         cpu_seconds=cpu_time / 1e9 if active and cpu_time is not None else None,
         cpu_limit_cores=float(vcpus) if vcpus and vcpus > 0 else None,
         memory_bytes=_kib(stats, "balloon.rss") if active else None,
-        memory_limit_bytes=_kib(stats, "balloon.maximum") or config.memory_bytes,
+        memory_limit_bytes=memory_limit,
         disk_bytes=_sum([d.bytes for d in devices]),
         disk_limit_bytes=_sum([d.capacity_bytes for d in devices]),
         disk_read_bytes=_sum([d.read_bytes for d in devices]) if active else None,
@@ -175,6 +244,10 @@ def vm_sample(
         guest_stats_age_seconds=guest.age_seconds if active and guest is not None else None,
         block_devices=devices,
         cpu_read_at=read_at if active and cpu_time is not None else None,
+        interfaces=network_interfaces(stats) if active else (),
+        vcpu_delay_seconds=vcpu_delay_seconds(stats) if active else None,
+        hugepage_size_bytes=page_size,
+        hugepage_bytes=hugepage_bytes(memory_limit, page_size),
     )
 
 
@@ -199,6 +272,15 @@ def node_info(conn: Any) -> NodeInfo | None:
 class _DomainMeta:
     fingerprint: tuple[Any, ...]
     config: DomainConfig
+
+
+def _default_hugepage_size() -> int | None:
+    """This kernel's default huge page size (``Hugepagesize`` in /proc/meminfo, the same in
+    every namespace), the size of a ``<hugepages/>`` that names none."""
+    try:
+        return parse_meminfo(Path("/proc/meminfo").read_text()).get("Hugepagesize")
+    except OSError:
+        return None
 
 
 def _is_local(uri: str) -> bool:
@@ -227,6 +309,7 @@ class LibvirtSource:
         self._node: NodeInfo | None = None
         # Per VM, the last balloon.last-update seen and when: how stale guest figures are told.
         self._balloon_seen: dict[str, Seen] = {}
+        self._default_hugepage_bytes = _default_hugepage_size() if _is_local(uri) else None
 
     # -- connection -------------------------------------------------------------------
 
@@ -379,7 +462,15 @@ class LibvirtSource:
         else:
             devices = self._inactive_devices(domain, meta)
             self._balloon_seen.pop(uuid, None)
-        return vm_sample(uuid, meta.config, stats, devices, read_at=read_at, guest=guest)
+        return vm_sample(
+            uuid,
+            meta.config,
+            stats,
+            devices,
+            read_at=read_at,
+            guest=guest,
+            default_hugepage_bytes=self._default_hugepage_bytes,
+        )
 
     @staticmethod
     def _inactive_devices(domain: Any, meta: _DomainMeta) -> tuple[BlockDevice, ...]:

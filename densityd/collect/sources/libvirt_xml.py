@@ -13,6 +13,7 @@ the parts read from a domain::
       </metadata>
       <memory unit='KiB'>1048576</memory>
       <vcpu placement='static' current='1'>2</vcpu>
+      <memoryBacking><hugepages><page size='2048' unit='KiB'/></hugepages></memoryBacking>
       <devices>
         <memballoon model='virtio'><stats period='10'/></memballoon>
         <disk type='file' device='disk'>
@@ -65,6 +66,10 @@ class DomainConfig:
     # ``<memballoon model=...>`` (None: no element) and its ``<stats period>`` in seconds.
     balloon_model: str | None = None
     balloon_period: int | None = None
+    # ``<memoryBacking><hugepages>``: the guest RAM is in huge pages, of ``hugepage_size_bytes``
+    # (None: the host's default size, which the XML leaves unsaid).
+    hugepages: bool = False
+    hugepage_size_bytes: int | None = None
 
 
 def _bytes(element: ET.Element | None) -> int | None:
@@ -73,6 +78,24 @@ def _bytes(element: ET.Element | None) -> int | None:
         return None
     unit = element.get("unit", "KiB").lower()
     return int(element.text or "0") * _UNIT_BYTES.get(unit, 1024)
+
+
+def hugepage_backing(root: ET.Element) -> tuple[bool, int | None]:
+    """Whether a domain's RAM is backed by huge pages, and their size (None: the default).
+
+    ``<hugepages/>`` alone takes the host's default size; ``<page size= unit=>`` (KiB by
+    default) names one. Pages can differ per guest NUMA node (``nodeset``); the size of the
+    page without a nodeset, which covers every node not named, is taken, else the first one's.
+    """
+    hugepages = root.find("memoryBacking/hugepages")
+    if hugepages is None:
+        return False, None
+    pages = [p for p in hugepages.findall("page") if (p.get("size") or "").strip().isdigit()]
+    if not pages:
+        return True, None
+    page = next((p for p in pages if not p.get("nodeset")), pages[0])
+    unit = page.get("unit", "KiB").lower()
+    return True, int(page.get("size") or "0") * _UNIT_BYTES.get(unit, 1024)
 
 
 def parse_domain_xml(text: str) -> DomainConfig:
@@ -109,7 +132,10 @@ def parse_domain_xml(text: str) -> DomainConfig:
         stats = balloon.find("stats")
         period = stats.get("period", "") if stats is not None else ""
         balloon_period = int(period) if period.strip().isdigit() else None
+    hugepages, hugepage_size = hugepage_backing(root)
     return DomainConfig(
+        hugepages=hugepages,
+        hugepage_size_bytes=hugepage_size,
         balloon_model=balloon.get("model", "") if balloon is not None else None,
         balloon_period=balloon_period,
         name=(root.findtext("name") or "").strip(),

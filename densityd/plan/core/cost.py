@@ -9,6 +9,7 @@ workload: ``plan`` charges it, not the per-slot cost.
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from collections.abc import Sequence
 
@@ -169,14 +170,31 @@ def calibrate_qemu(
     return calibrated, message
 
 
+def whole_pages(size: float, page: int | None) -> float:
+    """``size`` bytes rounded up to whole pages of ``page`` bytes (as QEMU sizes its backing);
+    unchanged when the page size is not known."""
+    if page is None or page <= 0:
+        return size
+    return float(math.ceil(size / page - 1e-9) * page)
+
+
 def workload_cost(
-    profile: Profile, kind: WorkloadKind, view: View, settings: PlanSettings
+    profile: Profile,
+    kind: WorkloadKind,
+    view: View,
+    settings: PlanSettings,
+    hugepage_size: int | None = None,
 ) -> tuple[Resources, dict[str, float], tuple[str, ...]]:
     """The cost of one more workload of ``profile`` as ``kind`` in ``view``.
 
     Returns the per-slot cost, the overhead it includes by item (a container: ``shim``; a VM:
     ``qemu``, ``guest_os_memory``, ``guest_os_disk``), and notes explaining them. The image is
     a one-time cost per host and is left to ``plan``.
+
+    A VM profile with ``hugepages`` pays its guest RAM (and the guest OS's) in huge pages of
+    ``hugepage_size`` bytes (the profile's size, else the host's default, resolved by the
+    caller), rounded up to whole pages, in both views (the pages are all taken when it
+    starts); its memory cost is then QEMU's own overhead only.
     """
     base = profile.demand if view is View.DEMAND else profile.allocation
     if kind is WorkloadKind.CONTAINER:
@@ -189,12 +207,15 @@ def workload_cost(
             if shim
             else "container shim: not counted, the host holds it outside the declared memory"
         )
-        return cost, {"shim": float(shim)}, (note,)
-    return _vm_cost(profile, view, settings)
+        notes: tuple[str, ...] = (note,)
+        if profile.hugepages:
+            notes += ("hugepages: a VM's memory backing; as a container, ordinary memory",)
+        return cost, {"shim": float(shim)}, notes
+    return _vm_cost(profile, view, settings, hugepage_size)
 
 
 def _vm_cost(
-    profile: Profile, view: View, settings: PlanSettings
+    profile: Profile, view: View, settings: PlanSettings, hugepage_size: int | None = None
 ) -> tuple[Resources, dict[str, float], tuple[str, ...]]:
     """``workload_cost`` for a VM."""
     notes: list[str] = []
@@ -235,7 +256,16 @@ def _vm_cost(
         disk = profile.demand.disk if profile.disk_is_overlay else profile.allocation.disk
     if profile.disk_is_overlay:
         notes.append("disk: copy-on-write overlay, counted at what it holds")
-    cost = Resources(cpu=cpu, memory=memory + guest.memory + qemu, disk=disk + guest.disk)
+    if profile.hugepages:
+        # The guest's RAM is the pool's; ordinary memory pays QEMU around it (in the demand
+        # view of a measured VM, its resident set, which hugetlb pages are not part of).
+        pages = whole_pages(profile.allocation.memory + guest.memory, hugepage_size)
+        size = f"{human_bytes(hugepage_size)} pages" if hugepage_size else "pages (size unknown)"
+        notes.append(f"hugepages: guest RAM {human_bytes(pages)} in {size}, not ordinary memory")
+        in_memory = memory if view is View.DEMAND and profile.memory_includes_overhead else 0.0
+        cost = Resources(cpu=cpu, memory=in_memory + qemu, disk=disk + guest.disk, hugepages=pages)
+    else:
+        cost = Resources(cpu=cpu, memory=memory + guest.memory + qemu, disk=disk + guest.disk)
     overhead = {
         "qemu": float(qemu),
         "guest_os_memory": float(guest.memory),

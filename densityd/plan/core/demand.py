@@ -79,6 +79,8 @@ def workload_demand(
             max(0.0, history.last_timestamp - history.first_timestamp) if history else 0.0
         ),
         disk_bytes=current_disk,
+        hugepage_size=sample.hugepage_size_bytes if is_vm else None,
+        hugepage_bytes=_float_or_none(sample.hugepage_bytes) if is_vm else None,
     )
 
 
@@ -129,6 +131,8 @@ def like_profile(workload: WorkloadDemand) -> Profile:
         disk_is_overlay=workload.disk_is_overlay if is_vm else False,
         image=workload.image,
         memory_includes_overhead=is_vm,
+        hugepages=is_vm and workload.hugepage_bytes is not None,
+        hugepage_size=workload.hugepage_size if is_vm else None,
     )
 
 
@@ -143,6 +147,7 @@ def median_profile(workloads: Sequence[WorkloadDemand], kind: WorkloadKind) -> P
     if not running:
         return None
     allocations = [allocation_of(w)[0] for w in running]
+    paged = [w for w in running if w.hugepage_bytes is not None and w.hugepage_size is not None]
     demand = _median_resources([w.demand for w in running])
     allocation = _median_resources(allocations)
     is_vm = kind is WorkloadKind.VM
@@ -157,6 +162,13 @@ def median_profile(workloads: Sequence[WorkloadDemand], kind: WorkloadKind) -> P
         vcpus=whole_vcpus(allocation.cpu) if is_vm else None,
         disk_is_overlay=is_vm and 2 * sum(w.disk_is_overlay for w in running) > len(running),
         memory_includes_overhead=is_vm,
+        # Backed by huge pages, of their most common size, when most of the VMs are.
+        hugepages=2 * len(paged) > len(running),
+        hugepage_size=(
+            statistics.mode(w.hugepage_size for w in paged)
+            if 2 * len(paged) > len(running)
+            else None
+        ),
     )
 
 

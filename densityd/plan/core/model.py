@@ -22,6 +22,9 @@ class Resource(StrEnum):
     CPU = "cpu"
     MEMORY = "memory"
     DISK = "disk"
+    # Only for a VM profile backed by huge pages (``Profile.hugepages``): the host's pool of
+    # that page size, in bytes. Not in RESOURCES, which every answer has.
+    HUGEPAGES = "hugepages"
 
 
 class View(StrEnum):
@@ -40,11 +43,12 @@ RESOURCES: tuple[Resource, ...] = (Resource.CPU, Resource.MEMORY, Resource.DISK)
 
 @dataclass(frozen=True, slots=True)
 class Resources:
-    """One number per resource: cores, bytes, bytes."""
+    """One number per resource: cores, bytes, bytes (and huge page bytes, 0 unless asked)."""
 
     cpu: float = 0.0
     memory: float = 0.0
     disk: float = 0.0
+    hugepages: float = 0.0
 
     def get(self, resource: Resource) -> float:
         """The value for one resource."""
@@ -92,6 +96,10 @@ class Profile:
     disk_is_overlay: bool = False
     image: str = ""
     memory_includes_overhead: bool = False
+    # As a VM, its RAM (and the guest OS's) is in huge pages of ``hugepage_size`` bytes (None:
+    # the host's default size) and costs the host's pool of that size, not its memory.
+    hugepages: bool = False
+    hugepage_size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +130,21 @@ class WorkloadDemand:
     disk_is_overlay: bool = False
     history_seconds: float = 0.0
     disk_bytes: float | None = None
+    # A VM backed by huge pages: their size, and the bytes it holds in them (its guest RAM,
+    # which is then neither its memory allocation nor in its QEMU resident set).
+    hugepage_size: int | None = None
+    hugepage_bytes: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HugepageSpace:
+    """One huge page pool of the host: its page size, its bytes, and the bytes in use
+    (``total - free + reserved``: pages faulted in or promised to a mapping)."""
+
+    size: int
+    total: float
+    used: float
+    default: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +178,9 @@ class HostCapacity:
     ``--capacity``: against those only workloads and the reserve count, no system usage.
     ``unknown`` names, with the reason, each resource whose capacity could not be seen (no
     data filesystem visible, say): it never binds, and its numbers are not reported.
+    ``hugepages`` holds the huge page pools by size; their memory is not in ``total.memory``
+    (nor in ``used.memory``), since only users of huge pages can have it.
+    None of them (no pools seen): huge pages are unknown, and never bind.
     """
 
     total: Resources
@@ -162,6 +188,14 @@ class HostCapacity:
     declared: frozenset[Resource] = frozenset()
     image_bytes_present: frozenset[str] = frozenset()
     unknown: tuple[tuple[Resource, str], ...] = ()
+    hugepages: tuple[HugepageSpace, ...] = ()
+
+    def hugepage_space(self, size: int | None) -> HugepageSpace | None:
+        """The pool of one page size (None: the default size's), None when there is none."""
+        for space in self.hugepages:
+            if space.size == size or (size is None and space.default):
+                return space
+        return None
 
     @property
     def unknown_resources(self) -> frozenset[Resource]:

@@ -27,7 +27,8 @@ DURATION_EXAMPLES = "14d, 36h, 90m, 1d12h, 3600"
 RATIO_EXAMPLES = "4, 1.5"
 
 RESOURCE_KEYS: tuple[str, ...] = ("cpu", "memory", "disk")
-PROFILE_KEYS: tuple[str, ...] = (*RESOURCE_KEYS, "image", "vcpus")
+PROFILE_KEYS: tuple[str, ...] = (*RESOURCE_KEYS, "image", "vcpus", "hugepages")
+HUGEPAGES_EXAMPLES = "true, 2Mi, 1Gi"
 
 # Kubernetes accepts only lowercase "k"; "K" is everywhere else, so both are taken.
 _SUFFIXES: dict[str, int] = {
@@ -204,7 +205,9 @@ def parse_profile(text: str, *, option: str = "--profile") -> Profile:
     """The shape of one more workload from ``[NAME=]cpu=0.5,memory=512Mi,disk=2Gi``.
 
     Keys: ``cpu`` (cores), ``memory``, ``disk``, ``image`` (image size, paid once per
-    host), ``vcpus`` (whole vCPUs, for the VM view). At least one of cpu, memory and disk is
+    host), ``vcpus`` (whole vCPUs, for the VM view), ``hugepages`` (as a VM, its memory is
+    backed by huge pages: ``true`` for the host's default size, or a page size such as
+    ``2Mi`` or ``1Gi``; ``false`` for none). At least one of cpu, memory and disk is
     needed; the ones left out are 0. Both views get the same sizes. Without a NAME, the name
     is the canonical text: the keys in the order above, the values as typed.
     """
@@ -227,10 +230,13 @@ def parse_profile(text: str, *, option: str = "--profile") -> Profile:
         )
     values: dict[str, float] = {}
     vcpus: int | None = None
+    hugepages: tuple[bool, int | None] = (False, None)
     for key, value in raw.items():
         try:
             if key == "vcpus":
                 vcpus = _parse_vcpus(value)
+            elif key == "hugepages":
+                hugepages = parse_hugepages(value)
             else:
                 values[key] = parse_cpu(value) if key == "cpu" else parse_bytes(value)
         except QuantityError as error:
@@ -248,7 +254,28 @@ def parse_profile(text: str, *, option: str = "--profile") -> Profile:
         origin="given",
         image_bytes=values.get("image", 0.0),
         vcpus=vcpus,
+        hugepages=hugepages[0],
+        hugepage_size=hugepages[1],
     )
+
+
+def parse_hugepages(text: str) -> tuple[bool, int | None]:
+    """``true`` (the host's default page size), ``false``, or a page size (``2Mi``, ``1Gi``):
+    whether memory is backed by huge pages, and their size (None: the default)."""
+    stripped = _checked_text(text, "huge page setting", HUGEPAGES_EXAMPLES).lower()
+    if stripped in ("true", "yes", "on"):
+        return True, None
+    if stripped in ("false", "no", "off"):
+        return False, None
+    size = int(parse_bytes(text))
+    # Huge pages are a power of two above the base page (64 KiB to 16 GiB on the arches
+    # Linux has them for); anything else is a typo, such as 2M for 2Mi.
+    if size < 64 * 1024 or size & (size - 1):
+        raise QuantityError(
+            f"'{text.strip()}' is not a huge page size: a power of two of at least 64Ki "
+            f"(examples: {HUGEPAGES_EXAMPLES})"
+        )
+    return True, size
 
 
 def format_quantity(value: float, resource: Resource) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from densityd.model import WorkloadKind
-from densityd.plan.core.cost import existing_overhead, workload_cost
+from densityd.plan.core.cost import existing_overhead, whole_pages, workload_cost
 from densityd.plan.core.demand import allocation_of
 from densityd.plan.core.model import (
     RESOURCES,
@@ -108,7 +108,8 @@ def answer(
         taken, system, notes = _allocation_used(inputs, settings)
     else:
         taken, system, notes = _demand_used(inputs, settings)
-    cost, overhead, cost_notes = workload_cost(profile, kind, view, settings)
+    page = hugepage_size(profile, kind, host)
+    cost, overhead, cost_notes = workload_cost(profile, kind, view, settings, page)
     notes.extend(cost_notes)
     image = _image_once(profile, host)
     overhead["image"] = image
@@ -154,6 +155,10 @@ def answer(
         )
         for r in RESOURCES
     )
+    if kind is WorkloadKind.VM and profile.hugepages:
+        pages, pages_notes = _hugepage_answer(inputs, view, page, cost.hugepages)
+        resources += (pages,)
+        notes.extend(pages_notes)
     bounded = [ra for ra in resources if ra.fits is not None]
     # min() keeps the first of equals: ties go to the earlier resource in RESOURCES.
     binding = min(bounded, key=lambda ra: ra.fits or 0, default=None)
@@ -169,6 +174,76 @@ def answer(
         overhead=overhead,
         time_to_full_seconds=min(fulls, default=None),
         notes=tuple(notes),
+    )
+
+
+def hugepage_size(profile: Profile, kind: WorkloadKind, host: HostCapacity) -> int | None:
+    """The page size a profile's huge pages are, as a VM on this host: its own, else the
+    host's default; None for a profile without huge pages (or a host that has no default)."""
+    if kind is not WorkloadKind.VM or not profile.hugepages:
+        return None
+    if profile.hugepage_size is not None:
+        return profile.hugepage_size
+    space = host.hugepage_space(None)
+    return space.size if space is not None else None
+
+
+def _hugepage_answer(
+    inputs: PlanInputs, view: View, page: int | None, cost: float
+) -> tuple[ResourceAnswer, list[str]]:
+    """The hugepages side of a hugepage VM's answer: the host's pool of its page size.
+
+    The pool is memory already set aside for huge pages, and a VM either gets all its pages
+    at start or does not start: no reserve, overcommit ratio or fill target applies. Used:
+    the hugepage VMs of that size (allocation view: stopped ones too, whose pages come back
+    when they start; demand view: the running ones), plus the pages in use that no running
+    VM explains (another user of the pool), in both views, since pages cannot be overcommitted.
+    """
+    host = inputs.host
+    space = host.hugepage_space(page) if page is not None else None
+    if not host.hugepages or page is None:
+        # No pools at all: the kernel has no huge pages, or densityd cannot see its sysfs.
+        why = "no huge page pools seen under /sys/kernel/mm/hugepages"
+        return (
+            ResourceAnswer(
+                resource=Resource.HUGEPAGES,
+                total=0.0,
+                usable=0.0,
+                used=0.0,
+                system=0.0,
+                free=0.0,
+                cost=cost,
+                fits=None,
+                known=False,
+            ),
+            [f"hugepages capacity unknown ({why}): it does not bound this plan"],
+        )
+    of_size = [w for w in inputs.workloads if w.hugepage_size == page and w.hugepage_bytes]
+    running = sum(whole_pages(w.hugepage_bytes or 0.0, page) for w in of_size if w.running)
+    counted = running
+    if view is View.ALLOCATION:
+        counted = sum(whole_pages(w.hugepage_bytes or 0.0, page) for w in of_size)
+    total = space.total if space is not None else 0.0
+    system = max(0.0, (space.used if space is not None else 0.0) - running)
+    used = counted + system
+    free = max(0.0, total - used)
+    note = (
+        f"hugepages: pool of {human_bytes(page)} pages {human_bytes(total)}, "
+        f"{human_bytes(used)} in use ({len(of_size)} hugepage VM(s): {human_bytes(counted)}); "
+        "the pool is set aside already: no reserve, ratio or fill target"
+    )
+    return (
+        ResourceAnswer(
+            resource=Resource.HUGEPAGES,
+            total=total,
+            usable=total,
+            used=used,
+            system=system,
+            free=free,
+            cost=cost,
+            fits=fit_count(free, cost),
+        ),
+        [note],
     )
 
 
@@ -210,7 +285,9 @@ def _allocation_used(
         allocation, missing = allocation_of(workload)
         fallbacks.update((workload.kind, r) for r in missing)
         cpu += allocation.cpu
-        memory += allocation.memory + existing_overhead(workload, settings)
+        # A hugepage VM's guest RAM is in the huge page pool, which is not host memory here.
+        in_memory = 0.0 if workload.hugepage_bytes is not None else allocation.memory
+        memory += in_memory + existing_overhead(workload, settings)
         disk += allocation.disk
     notes = [
         f"{count} {_kind_word(kind, count)} without a {resource.value} limit counted at "

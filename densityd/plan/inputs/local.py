@@ -30,6 +30,7 @@ from densityd.plan.core.demand import workload_demand
 from densityd.plan.core.model import (
     RESOURCES,
     HostCapacity,
+    HugepageSpace,
     PlanInputs,
     PlanSettings,
     Resource,
@@ -185,15 +186,20 @@ def _capacity(
     why_no_disk: str = "",
 ) -> HostCapacity:
     """The capacity one kind is planned against; a disk not seen (and not declared) is unknown,
-    for ``why_no_disk`` when it is known why."""
+    for ``why_no_disk`` when it is known why.
+
+    The huge page pools are memory only their users can have: they are taken out of the
+    memory total and its use (MemAvailable never counts them), and planned on their own.
+    """
+    pools = host.hugepages_bytes
     measured_total = Resources(
         cpu=float(host.cpu_cores),
-        memory=float(host.memory_bytes),
+        memory=float(max(0, host.memory_bytes - pools)),
         disk=float(disk.total_bytes) if disk else 0.0,
     )
     used = Resources(
         cpu=0.0,
-        memory=float(host.memory_bytes - host.memory_available_bytes),
+        memory=float(max(0, host.memory_bytes - host.memory_available_bytes - pools)),
         disk=float(disk.total_bytes - disk.free_bytes) if disk else 0.0,
     )
     total = Resources(*(declared.get(r, measured_total.get(r)) for r in RESOURCES))
@@ -209,7 +215,26 @@ def _capacity(
                 "here (or declare it: --capacity disk=SIZE)",
             ),
         )
-    return HostCapacity(total=total, used=used, declared=frozenset(declared), unknown=unknown)
+    return HostCapacity(
+        total=total,
+        used=used,
+        declared=frozenset(declared),
+        unknown=unknown,
+        hugepages=hugepage_spaces(host),
+    )
+
+
+def hugepage_spaces(host: HostSample) -> tuple[HugepageSpace, ...]:
+    """The host's huge page pools as the planner counts them: in use = total - available."""
+    return tuple(
+        HugepageSpace(
+            size=pool.size_bytes,
+            total=float(pool.total * pool.size_bytes),
+            used=float(pool.total * pool.size_bytes - pool.available_bytes),
+            default=pool.default,
+        )
+        for pool in host.hugepages
+    )
 
 
 @dataclass(frozen=True, slots=True)

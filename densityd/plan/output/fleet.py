@@ -175,7 +175,8 @@ def _host_entry(answer: FleetAnswer, host: HostAnswer, facts: FleetHost) -> dict
 def _known(values: dict[str, float | int], unknown: frozenset[Resource]) -> dict[str, Any]:
     """``values`` with null for each resource whose capacity the host cannot see."""
     return {
-        key: None if resource in unknown else values[key] for resource, key in RESOURCE_KEYS.items()
+        RESOURCE_KEYS[resource]: None if resource in unknown else values[RESOURCE_KEYS[resource]]
+        for resource in RESOURCES
     }
 
 
@@ -301,7 +302,8 @@ def _answer_lines(answer: Mapping[str, Any], hosts: Sequence[Mapping[str, Any]])
                 else human_duration(host["time_to_full_seconds"]),
                 *(
                     _capacity(key, capacity.get(key, 0)) + ("*" if str(r) in declared else "")
-                    for r, key in RESOURCE_KEYS.items()
+                    for r in RESOURCES
+                    for key in [RESOURCE_KEYS[r]]
                 ),
             ]
         )

@@ -35,8 +35,10 @@ document (``densityd.plan/v1``) is the contract for scripts::
     }
 
 Per-resource objects always have the keys ``cpu`` (cores, a number), ``memory_bytes`` and
-``disk_bytes`` (whole bytes); a value is null where the planner gave none (or it was not
-finite). ``fits`` is how many more fit on that resource alone, null where it does not bound.
+``disk_bytes`` (whole bytes), and ``hugepages_bytes`` in the answers of a VM profile backed by
+huge pages (the host's pool of its page size); a value is null where the planner gave none
+(or it was not finite). ``fits`` is how many more fit on that resource alone, null where it
+does not bound.
 A resource whose capacity densityd cannot see is null in ``total``, ``usable``, ``used``,
 ``system``, ``free`` and ``fits``, never binds, and a note names it and says why.
 """
@@ -71,6 +73,7 @@ RESOURCE_KEYS: dict[Resource, str] = {
     Resource.CPU: "cpu",
     Resource.MEMORY: "memory_bytes",
     Resource.DISK: "disk_bytes",
+    Resource.HUGEPAGES: "hugepages_bytes",
 }
 
 # The table's words for the overhead items the planner itemises (unknown ones print as is).
@@ -203,12 +206,13 @@ def _strictness(answer: Answer) -> float:
 def _answer_document(answer: Answer, headline: bool, origin: str | None) -> dict[str, Any]:
     """One answer as the document's object."""
     by_resource = {item.resource: item for item in answer.resources}
+    present = _answer_resources(answer)
 
     def column(field: str) -> dict[str, Any]:
         # An unknown capacity's numbers mean nothing: null, as a value the planner gave none.
         values: dict[Resource, float | int | None] = {
             resource: None if item is None or not item.known else getattr(item, field)
-            for resource in RESOURCES
+            for resource in present
             for item in [by_resource.get(resource)]
         }
         if field == "fits":
@@ -225,7 +229,7 @@ def _answer_document(answer: Answer, headline: bool, origin: str | None) -> dict
         "headline": headline,
         "remaining": answer.remaining,
         "bound": None if answer.bound is None else str(answer.bound),
-        "cost": _resources_document(answer.cost),
+        "cost": _resources_document(answer.cost, present),
         "total": column("total"),
         "usable": column("usable"),
         "used": column("used"),
@@ -238,9 +242,17 @@ def _answer_document(answer: Answer, headline: bool, origin: str | None) -> dict
     }
 
 
-def _resources_document(values: Resources) -> dict[str, Any]:
+def _answer_resources(answer: Answer) -> tuple[Resource, ...]:
+    """The resources an answer reports: RESOURCES, and huge pages where it has them."""
+    extra = tuple(r.resource for r in answer.resources if r.resource not in RESOURCES)
+    return (*RESOURCES, *extra)
+
+
+def _resources_document(
+    values: Resources, resources: Sequence[Resource] = RESOURCES
+) -> dict[str, Any]:
     """``Resources`` as ``{"cpu": cores, "memory_bytes": n, "disk_bytes": n}``."""
-    return {RESOURCE_KEYS[r]: _unit(r, values.get(r)) for r in RESOURCES}
+    return {RESOURCE_KEYS[r]: _unit(r, values.get(r)) for r in resources}
 
 
 def _unit(resource: Resource, value: float | None) -> float | int | None:
@@ -331,7 +343,8 @@ def _block_lines(group: Sequence[Mapping[str, Any]]) -> list[str]:
         lines.append(f"  shape: {headline['profile_origin']}")
     rows: list[list[str]] = []
     for answer in group:
-        for number, resource in enumerate(RESOURCES):
+        listed = [r for r in RESOURCE_KEYS if RESOURCE_KEYS[r] in (answer.get("total") or {})]
+        for number, resource in enumerate(listed or RESOURCES):
             key = RESOURCE_KEYS[resource]
             marker = "*" if answer.get("bound") == resource.value else ""
             row = [str(answer.get("view")) if number == 0 else "", resource.value + marker]

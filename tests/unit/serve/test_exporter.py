@@ -20,6 +20,8 @@ from densityd.model import (
     BlockDevice,
     DiskUsage,
     HostSample,
+    HugepagePool,
+    NetworkInterface,
     Snapshot,
     SourceStatus,
     WorkloadKind,
@@ -555,3 +557,80 @@ def test_hostile_label_values_on_workload_info_round_trip() -> None:
 def test_promtool_accepts_hostile_label_values() -> None:
     result = promtool_check(exposition(hostile_labelled_snapshot()))
     assert (result.returncode, result.stdout.strip(), result.stderr.strip()) == (0, "", "")
+
+
+def test_network_counters_per_interface_vcpu_delay_and_hugepages() -> None:
+    eth0 = NetworkInterface("eth0", 1000, 10, 1, 2, 500, 5, 3, 4)
+    web = container(interfaces=(eth0,))
+    db = replace(
+        vm(),
+        interfaces=(NetworkInterface("vnet0", receive_bytes=90, transmit_bytes=None),),
+        vcpu_delay_seconds=0.5,
+        hugepage_size_bytes=2097152,
+        hugepage_bytes=536870912,
+    )
+    families = collect(snapshot(web, db))
+
+    def labelled(workload: WorkloadSample, extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted((*identity(workload), extra)))
+
+    received = values(families["densityd_workload_network_receive_bytes"])
+    assert received == {
+        labelled(web, ("interface", "eth0")): 1000,
+        labelled(db, ("interface", "vnet0")): 90,
+    }
+    assert families["densityd_workload_network_receive_bytes"].type == "counter"
+    for name, value in (
+        ("receive_packets", 10),
+        ("receive_drops", 1),
+        ("receive_errors", 2),
+        ("transmit_bytes", 500),
+        ("transmit_packets", 5),
+        ("transmit_drops", 3),
+        ("transmit_errors", 4),
+    ):
+        got = values(families[f"densityd_workload_network_{name}"])
+        assert got[labelled(web, ("interface", "eth0"))] == value, name
+    # A counter libvirt did not give is absent, never 0.
+    transmitted = values(families["densityd_workload_network_transmit_bytes"])
+    assert labelled(db, ("interface", "vnet0")) not in transmitted
+    assert values(families["densityd_vm_vcpu_delay_seconds"]) == {identity(db): 0.5}
+    assert values(families["densityd_vm_hugepages_bytes"]) == {
+        labelled(db, ("size", "2097152")): 536870912
+    }
+
+
+def test_a_stopped_workload_has_no_network_or_hugepage_series() -> None:
+    stopped = replace(
+        vm(),
+        running=False,
+        state="shutoff",
+        interfaces=(NetworkInterface("vnet0", 1, 1, 0, 0, 1, 1, 0, 0),),
+        hugepage_size_bytes=2097152,
+        hugepage_bytes=536870912,
+    )
+    families = collect(snapshot(stopped))
+    assert not families["densityd_workload_network_receive_bytes"].samples
+    assert not families["densityd_vm_hugepages_bytes"].samples
+    assert not families["densityd_vm_vcpu_delay_seconds"].samples
+
+
+def test_host_hugepage_pools_per_size_in_bytes() -> None:
+    host = HostSample(
+        cpu_cores=2,
+        memory_bytes=2**34,
+        memory_available_bytes=2**33,
+        hugepages=(
+            HugepagePool(2097152, total=40, free=8, reserved=2, surplus=1, default=True),
+            HugepagePool(1073741824, total=0, free=0, reserved=0, surplus=None),
+        ),
+    )
+    families = collect(snapshot(host=host))
+    mib2, gib1 = (("size", "2097152"),), (("size", "1073741824"),)
+    assert values(families["densityd_host_hugepages_bytes"]) == {mib2: 40 * 2097152, gib1: 0}
+    assert values(families["densityd_host_hugepages_free_bytes"]) == {mib2: 8 * 2097152, gib1: 0}
+    assert values(families["densityd_host_hugepages_reserved_bytes"]) == {
+        mib2: 2 * 2097152,
+        gib1: 0,
+    }
+    assert values(families["densityd_host_hugepages_surplus_bytes"]) == {mib2: 2097152}

@@ -152,6 +152,7 @@ def test_vm_sample_recorded_running() -> None:
         disk_written_bytes=0,
         guest_memory_used_bytes=None,
         block_devices=devices,
+        vcpu_delay_seconds=pytest.approx(0.007416962),  # vcpu.0.delay, ns
     )
 
 
