@@ -13,6 +13,8 @@ its last success), never the host's CPU and memory figures or the other paths.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -20,8 +22,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from densityd.collect.guarded import GuardedCall, gather
-from densityd.collect.sources.cgroups import in_private_namespace
-from densityd.model import DiskUsage, HostSample, SourceReading, SourceStatus
+from densityd.collect.sources.cgroups import in_private_namespace, parse_pressure
+from densityd.model import DiskUsage, HostSample, Pressure, SourceReading, SourceStatus
+
+log = logging.getLogger("densityd.sources.host")
 
 # How long one host reading waits for the filesystems' answers; a path slower than this is
 # given until its own deadline, and its answer is the next reading's.
@@ -87,6 +91,31 @@ def read_shim_rss(proc_root: Path) -> tuple[int, ...]:
     return tuple(sizes)
 
 
+def read_host_pressure(
+    pressure_dir: Path,
+) -> tuple[tuple[Pressure | None, Pressure | None, Pressure | None], str | None]:
+    """The host's cpu, memory and io pressure from ``/proc/pressure``, and why not (``None``
+    when read).
+
+    A kernel built without PSI has no ``/proc/pressure``; one booted with ``psi=0`` has the
+    files, but reading them gives ``EOPNOTSUPP``.
+    """
+    found: list[Pressure | None] = []
+    for resource in ("cpu", "memory", "io"):
+        file = pressure_dir / resource
+        try:
+            found.append(parse_pressure(file.read_text()))
+        except OSError as exc:
+            if exc.errno == errno.EOPNOTSUPP:
+                reason = f"reading {file} gives EOPNOTSUPP: the kernel was booted with psi=0"
+            elif exc.errno == errno.ENOENT:
+                reason = f"{file} does not exist: the kernel has no PSI (CONFIG_PSI)"
+            else:
+                reason = f"cannot read {file}: {exc.strerror}"
+            return (None, None, None), reason
+    return (found[0], found[1], found[2]), None
+
+
 def read_ksm(ksm_dir: Path) -> tuple[int | None, int | None]:
     """Kernel same-page merging: bytes of shared pages, and bytes saved by sharing them.
 
@@ -134,6 +163,7 @@ class HostSource:
         self._disk_timeout = disk_timeout
         self._disk_calls: dict[str, GuardedCall[DiskUsage | None]] = {}
         self._private_namespace = in_private_namespace(self._proc_root)  # fixed for a process
+        self._pressure_reason: str | None = None
 
     def probe(self) -> str:
         """Describe the host."""
@@ -155,6 +185,12 @@ class HostSource:
             if (check := _disk_check(call, answer)) is not None
         )
         ksm_shared, ksm_sharing = read_ksm(self._ksm_dir)
+        (cpu_pressure, memory_pressure, io_pressure), reason = read_host_pressure(
+            self._proc_root / "pressure"
+        )
+        if reason is not None and reason != self._pressure_reason:
+            log.info("host pressure (PSI) is not exported: %s", reason)
+        self._pressure_reason = reason
         return HostSample(
             cpu_cores=os.cpu_count() or 1,
             memory_bytes=meminfo["MemTotal"],
@@ -165,6 +201,9 @@ class HostSource:
             ksm_shared_bytes=ksm_shared,
             ksm_sharing_bytes=ksm_sharing,
             container_shim_rss_bytes=read_shim_rss(self._proc_root),
+            cpu_pressure=cpu_pressure,
+            memory_pressure=memory_pressure,
+            io_pressure=io_pressure,
         )
 
     def _disk_call(self, path: str) -> GuardedCall[DiskUsage | None]:

@@ -17,6 +17,11 @@ What ``getAllDomainStats`` returns for a running TCG domain (trimmed)::
 
 Sizes in ``balloon.*`` are KiB; ``balloon.rss`` is the QEMU process's resident set, the VM's
 host-side memory footprint.
+
+For a local hypervisor, a running VM's pressure (cgroup v2) and CPU throttling come from its
+cgroup, where libvirt puts it (``cgroups.machine_cgroup_paths``: ``machine/qemu-ID-NAME
+.libvirt-qemu``, or ``machine.slice/machine-qemu\\x2dID\\x2dNAME.scope`` under systemd); its
+path is looked for once per domain ID and kept.
 """
 
 from __future__ import annotations
@@ -27,12 +32,14 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import libvirt
 
 from densityd.collect.sources.balloon import CURRENT, GuestStats, Seen, guest_stats
 from densityd.collect.sources.base import SourceUnavailable
+from densityd.collect.sources.cgroups import CgroupReader, CgroupSignals
 from densityd.collect.sources.libvirt_xml import DomainConfig, parse_domain_xml, pool_target_path
 from densityd.model import BlockDevice, NodeInfo, SourceReading, WorkloadKind, WorkloadSample
 
@@ -140,6 +147,7 @@ def vm_sample(
     *,
     read_at: float | None = None,
     guest: GuestStats | None = None,
+    signals: CgroupSignals | None = None,
 ) -> WorkloadSample:
     """One VM's sample from its stats (read at ``read_at``), its configuration, its disks.
 
@@ -150,6 +158,7 @@ def vm_sample(
     active = state in ACTIVE_STATES
     cpu_time = _int(stats, "cpu.time")
     vcpus = _int(stats, "vcpu.current") or config.vcpus
+    cgroup = signals if active and signals is not None else CgroupSignals()
     return WorkloadSample(
         kind=WorkloadKind.VM,
         id=uuid,
@@ -175,6 +184,12 @@ def vm_sample(
         guest_stats_age_seconds=guest.age_seconds if active and guest is not None else None,
         block_devices=devices,
         cpu_read_at=read_at if active and cpu_time is not None else None,
+        cpu_pressure=cgroup.cpu_pressure,
+        memory_pressure=cgroup.memory_pressure,
+        io_pressure=cgroup.io_pressure,
+        cpu_periods=cgroup.cpu_periods,
+        cpu_throttled_periods=cgroup.cpu_throttled_periods,
+        cpu_throttled_seconds=cgroup.cpu_throttled_seconds,
     )
 
 
@@ -214,9 +229,19 @@ class LibvirtSource:
     name = "libvirt"
 
     def __init__(
-        self, uri: str = "qemu:///system", keepalive_interval: int = 5, keepalive_count: int = 3
+        self,
+        uri: str = "qemu:///system",
+        keepalive_interval: int = 5,
+        keepalive_count: int = 3,
+        cgroup_root: Path | str | None = "/sys/fs/cgroup",
     ) -> None:
+        """``cgroup_root``: where VMs' cgroups are read (only for a local QEMU hypervisor;
+        ``None``: not read)."""
         self.uri = uri
+        local_qemu = _is_local(uri) and uri.startswith("qemu")
+        self._cgroups = CgroupReader(cgroup_root) if cgroup_root and local_qemu else None
+        # Per VM, its domain ID and the cgroup path found for it.
+        self._cgroup_paths: dict[str, tuple[int, str]] = {}
         self._keepalive = (keepalive_interval, keepalive_count)
         self._conn: Any = None
         self._connect_lock = threading.Lock()
@@ -326,6 +351,8 @@ class LibvirtSource:
             del self._meta[gone]
         for gone in set(self._balloon_seen) - seen:
             del self._balloon_seen[gone]
+        for gone in set(self._cgroup_paths) - seen:
+            del self._cgroup_paths[gone]
         self._pool_paths = self._read_pool_paths(conn)
         return SourceReading(workloads=tuple(samples), node=self._node)
 
@@ -376,10 +403,32 @@ class LibvirtSource:
                 self._balloon_seen[uuid] = guest.seen
             else:
                 self._balloon_seen.pop(uuid, None)
+            signals = self._signals(domain, uuid, meta.config)
         else:
             devices = self._inactive_devices(domain, meta)
             self._balloon_seen.pop(uuid, None)
-        return vm_sample(uuid, meta.config, stats, devices, read_at=read_at, guest=guest)
+            self._cgroup_paths.pop(uuid, None)
+            signals = None
+        return vm_sample(
+            uuid, meta.config, stats, devices, read_at=read_at, guest=guest, signals=signals
+        )
+
+    def _signals(self, domain: Any, uuid: str, config: DomainConfig) -> CgroupSignals | None:
+        """A running VM's pressure and throttling from its cgroup, found once per domain ID
+        (a restarted domain has a new ID, and a new cgroup); looked for again while not found."""
+        if self._cgroups is None:
+            return None
+        domain_id = int(domain.ID())
+        cached = self._cgroup_paths.get(uuid)
+        if cached is None or cached[0] != domain_id:
+            path = self._cgroups.find_machine(config.partition, domain_id, config.name)
+            if path is None:
+                log.debug("no cgroup found for VM %s (ID %d)", config.name, domain_id)
+                self._cgroup_paths.pop(uuid, None)
+                return None
+            cached = (domain_id, path)
+            self._cgroup_paths[uuid] = cached
+        return self._cgroups.read_signals(cached[1], memory=False)
 
     @staticmethod
     def _inactive_devices(domain: Any, meta: _DomainMeta) -> tuple[BlockDevice, ...]:

@@ -65,6 +65,8 @@ class DomainConfig:
     # ``<memballoon model=...>`` (None: no element) and its ``<stats period>`` in seconds.
     balloon_model: str | None = None
     balloon_period: int | None = None
+    # ``<resource><partition>``: the cgroup partition a running domain is placed in.
+    partition: str = "/machine"
 
 
 def _bytes(element: ET.Element | None) -> int | None:
@@ -110,6 +112,7 @@ def parse_domain_xml(text: str) -> DomainConfig:
         period = stats.get("period", "") if stats is not None else ""
         balloon_period = int(period) if period.strip().isdigit() else None
     return DomainConfig(
+        partition=(root.findtext("resource/partition") or "").strip() or "/machine",
         balloon_model=balloon.get("model", "") if balloon is not None else None,
         balloon_period=balloon_period,
         name=(root.findtext("name") or "").strip(),
