@@ -17,7 +17,7 @@ TIMEOUT=${DENSITYD_V2_TIMEOUT:-1500}
 RESULTS=${DENSITYD_V2_RESULTS:-/var/tmp/densityd-ci/v2-guest-last}
 # The tests run in the guest. Not the others: they need libvirt, Prometheus's server, zram,
 # the host's v1 memory hierarchy or the densityd image built on the host.
-TESTS="tests/integration/test_docker_metrics.py tests/integration/test_docker_cgroup_v2.py tests/integration/test_podman.py"
+TESTS="tests/integration/test_docker_metrics.py tests/integration/test_docker_cgroup_v2.py tests/integration/test_podman.py tests/integration/test_cgroup_signals.py"
 
 log() { printf '\n== v2-guest: %s\n' "$*"; }
 started=$(date +%s)
