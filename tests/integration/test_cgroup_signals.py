@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.backends import Containers, Daemon, DockerCLI, VMs, value_of, virsh
+from tests.integration.backends import (
+    Containers,
+    Daemon,
+    DockerCLI,
+    Series,
+    VMs,
+    value_of,
+    virsh,
+)
 from tests.integration.cgroups import cgroup_version, container_cgroup, flat_keyed
 
 # A memory hog busybox has: dd's 64 MiB block buffer, filled from /dev/zero, is anonymous
@@ -33,8 +41,8 @@ def _oom_kills_in_cgroup(directory: Path) -> int:
     return flat_keyed(directory / name)["oom_kill"]
 
 
-def _kills(series: object, container_id: str) -> float | None:
-    return value_of(series, "densityd_container_oom_kills_total", id=container_id)  # type: ignore[arg-type]
+def _kills(series: Series, container_id: str) -> float | None:
+    return value_of(series, "densityd_container_oom_kills_total", id=container_id)
 
 
 def test_an_oom_kill_is_counted_as_the_cgroup_counts_it(
@@ -97,12 +105,12 @@ def _throttled_seconds(stat: dict[str, int]) -> float:
     return stat["throttled_time"] / 1e9
 
 
-def _assert_throttling_matches(series: object, workload_id: str, stat: dict[str, int]) -> None:
+def _assert_throttling_matches(series: Series, workload_id: str, stat: dict[str, int]) -> None:
     """densityd's three counters against ``cpu.stat`` read after the scrape (100 ms periods:
     at most 10 periods and 1 s throttled per second of lag)."""
-    periods = value_of(series, "densityd_workload_cpu_periods_total", id=workload_id)  # type: ignore[arg-type]
-    throttled = value_of(series, "densityd_workload_cpu_throttled_periods_total", id=workload_id)  # type: ignore[arg-type]
-    seconds = value_of(series, "densityd_workload_cpu_throttled_seconds_total", id=workload_id)  # type: ignore[arg-type]
+    periods = value_of(series, "densityd_workload_cpu_periods_total", id=workload_id)
+    throttled = value_of(series, "densityd_workload_cpu_throttled_periods_total", id=workload_id)
+    seconds = value_of(series, "densityd_workload_cpu_throttled_seconds_total", id=workload_id)
     assert periods is not None and throttled is not None and seconds is not None
     assert stat["nr_periods"] - 10 * LAG_SECONDS <= periods <= stat["nr_periods"]
     assert stat["nr_throttled"] - 10 * LAG_SECONDS <= throttled <= stat["nr_throttled"]
