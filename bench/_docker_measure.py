@@ -46,6 +46,18 @@ class DensitydTiming:
     cold_s: float
     steady_s: list[float]
     steady_cpu_s: list[float]  # this process's CPU time during each steady pass
+    # The starvation-signal files alone (pressure, cpu.stat throttling, OOM kills, memory
+    # protection: ``CgroupReader.read_signals``) over every container the pass reads, per
+    # round; they are part of each steady pass above.
+    signal_reads_s: list[float] = field(default_factory=list)
+    signal_containers: int = 0
+
+    @property
+    def signals_share(self) -> float:
+        """The signal files' share of a steady pass (median over median)."""
+        if not self.signal_reads_s or not self.steady_s:
+            return 0.0
+        return statistics.median(self.signal_reads_s) / statistics.median(self.steady_s)
 
 
 @dataclass
@@ -99,6 +111,7 @@ class PassResult:
             "docker_stats_median_s": self.docker_stats_median_s,
             "ratio": self.ratio,
             "cold_ratio": self.cold_ratio,
+            "signals_share": self.densityd.signals_share,
         }
 
 
@@ -147,10 +160,25 @@ def time_densityd_pass(names: set[str], repeat: int) -> DensitydTiming:
             steady.append(time.perf_counter() - start)
             steady_cpu.append(time.process_time() - cpu_start)
         usage_from = "cgroup files" if source.uses_cgroup_files() else "Engine stats API"
+        paths = [m.cgroup_path for m in source._meta.values() if m.cgroup_path is not None]
+        signal_reads: list[float] = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            for path in paths:
+                source._cgroups.read_signals(path)
+            signal_reads.append(time.perf_counter() - start)
     finally:
         source.close()
     return DensitydTiming(
-        len(names) + len(others), others, usage_from, connect, cold, steady, steady_cpu
+        len(names) + len(others),
+        others,
+        usage_from,
+        connect,
+        cold,
+        steady,
+        steady_cpu,
+        signal_reads,
+        len(paths),
     )
 
 

@@ -127,6 +127,14 @@ def run(args: argparse.Namespace, docker: DockerCli) -> dict[str, Any]:
             f"{statistics.median(timing.steady_s) * 1e3:.2f} ms over {timing.seen} containers "
             f"(usage from {timing.usage_from}; not ours: {', '.join(timing.others) or 'none'})"
         )
+        if timing.signal_reads_s:
+            signals = statistics.median(timing.signal_reads_s)
+            print(
+                f"  of which the starvation-signal files: {signals * 1e3:.2f} ms over "
+                f"{timing.signal_containers} containers "
+                f"({signals / max(timing.signal_containers, 1) * 1e6:.1f} us each, "
+                f"{timing.signals_share:.1%} of the steady pass)"
+            )
         stats = time_docker_stats(docker, names, stats_repeat)
         print(f"  docker stats --no-stream: median {statistics.median(stats):.2f} s")
         results.append(

@@ -78,6 +78,19 @@ class HugepagePool:
 
 
 @dataclass(frozen=True, slots=True)
+class Pressure:
+    """Stall time from one pressure (PSI) file, in seconds since boot or since the cgroup's birth.
+
+    ``some``: time in which at least one task was stalled on the resource; ``full``: time in
+    which all non-idle tasks were at once. Each is ``None`` where the file has no such line
+    (``full`` in ``cpu.pressure`` before 5.13 at the host level).
+    """
+
+    some_seconds: float | None = None
+    full_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class WorkloadSample:
     """One container or VM as seen in one sampling pass.
 
@@ -123,6 +136,23 @@ class WorkloadSample:
     # (which its QEMU resident set does not count).
     hugepage_size_bytes: int | None = None
     hugepage_bytes: int | None = None
+    # Starvation signals, from the workload's cgroup (None: not known, never exported as 0).
+    # Pressure needs cgroup v2 (cpu.pressure, memory.pressure, io.pressure).
+    cpu_pressure: Pressure | None = None
+    memory_pressure: Pressure | None = None
+    io_pressure: Pressure | None = None
+    # CFS bandwidth: enforcement periods, those throttled, and the time throttled.
+    cpu_periods: int | None = None
+    cpu_throttled_periods: int | None = None
+    cpu_throttled_seconds: float | None = None
+    # Kills by the OOM killer in this container (cgroup counter and the Engine's oom events).
+    oom_kills: int | None = None
+    # Memory protection and throttle points, only where set (v2 memory.min/low/high, v1 soft
+    # limit); None for max/unlimited and for v2 low/min of 0.
+    memory_min_bytes: int | None = None
+    memory_low_bytes: int | None = None
+    memory_high_bytes: int | None = None
+    memory_soft_limit_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +196,20 @@ class HostSample:
     # Memory the huge page pools hold (``Hugetlb`` in /proc/meminfo, else summed from the
     # pools): part of MemTotal, never of MemAvailable.
     hugepages_bytes: int = 0
+    # /proc/pressure/{cpu,memory,io}; None where the kernel has no PSI.
+    cpu_pressure: Pressure | None = None
+    memory_pressure: Pressure | None = None
+    io_pressure: Pressure | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OomKills:
+    """The OOM kills counted for a container that is no longer listed (removed), kept for a
+    while after it left so that the kill that ended it is still scraped."""
+
+    id: str
+    name: str
+    kills: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +242,7 @@ class SourceReading:
     host: HostSample | None = None
     node: NodeInfo | None = None
     engine: ContainerEngine | None = None
+    removed_oom_kills: tuple[OomKills, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +269,8 @@ class Snapshot:
     engine: ContainerEngine | None = None
     disk_usage_timestamp: float | None = None
     pass_duration_seconds: float = 0.0
+    # Removed containers' OOM kill counts (``OomKills``); the listed ones' are on their sample.
+    removed_oom_kills: tuple[OomKills, ...] = ()
 
 
 def cpu_rates(first: Snapshot | None, second: Snapshot) -> dict[str, float]:

@@ -70,7 +70,7 @@ def build_sources(settings: Settings) -> SourceSet:
         except ImportError as exc:  # libvirt-python missing or built against another libvirt
             unavailable["libvirt"] = f"libvirt-python cannot be imported ({exc})"
         else:
-            libvirt_source = LibvirtSource(settings.libvirt_uri)
+            libvirt_source = LibvirtSource(settings.libvirt_uri, cgroup_root=settings.cgroup_root)
             sources.append(libvirt_source)
             pool_paths = lambda: libvirt_source.pool_paths  # noqa: E731 - read at each pass
 

@@ -22,6 +22,7 @@ from densityd.model import (
     ContainerEngine,
     HostSample,
     NodeInfo,
+    OomKills,
     Snapshot,
     SourceReading,
     SourceStatus,
@@ -163,10 +164,12 @@ class Sampler:
             host: HostSample | None = None
             node: NodeInfo | None = None
             engine: ContainerEngine | None = None
+            removed_oom_kills: list[OomKills] = []
             for reading in readings:
                 if reading is None:
                     continue
                 workloads.extend(reading.workloads)
+                removed_oom_kills.extend(reading.removed_oom_kills)
                 host = reading.host or host
                 node = reading.node or node
                 engine = reading.engine or engine
@@ -180,6 +183,7 @@ class Sampler:
                 sources=self._statuses(),
                 disk_usage_timestamp=self._disk_usage_timestamp(),
                 pass_duration_seconds=time.monotonic() - started,
+                removed_oom_kills=tuple(removed_oom_kills),
             )
             self.holder.publish(snapshot)
             return snapshot

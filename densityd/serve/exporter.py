@@ -25,7 +25,14 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from densityd import __version__
 from densityd.collect.sampler import SnapshotHolder
-from densityd.model import NetworkInterface, Snapshot, SourceStatus, WorkloadSample
+from densityd.model import (
+    HostSample,
+    NetworkInterface,
+    Pressure,
+    Snapshot,
+    SourceStatus,
+    WorkloadSample,
+)
 
 IDENTITY_LABELS = ("kind", "id", "name")
 INFO_LABELS = (*IDENTITY_LABELS, "image", "os", "state")
@@ -117,6 +124,51 @@ WORKLOAD_METRICS: tuple[WorkloadMetric, ...] = (
         lambda w: w.memory_cache_bytes,
     ),
     WorkloadMetric(
+        "densityd_container_memory_min_bytes",
+        False,
+        "Container memory protected from reclaim (cgroup v2 memory.min); absent when not set.",
+        lambda w: w.memory_min_bytes,
+    ),
+    WorkloadMetric(
+        "densityd_container_memory_low_bytes",
+        False,
+        "Container memory reclaimed only under global pressure (cgroup v2 memory.low, "
+        "--memory-reservation); absent when not set.",
+        lambda w: w.memory_low_bytes,
+    ),
+    WorkloadMetric(
+        "densityd_container_memory_high_bytes",
+        False,
+        "Container memory throttle point (cgroup v2 memory.high); absent when not set.",
+        lambda w: w.memory_high_bytes,
+    ),
+    WorkloadMetric(
+        "densityd_container_memory_soft_limit_bytes",
+        False,
+        "Container memory soft limit (cgroup v1 memory.soft_limit_in_bytes, "
+        "--memory-reservation); absent when not set.",
+        lambda w: w.memory_soft_limit_bytes,
+    ),
+    WorkloadMetric(
+        "densityd_workload_cpu_periods",
+        True,
+        "CFS bandwidth enforcement periods that had runnable tasks (cpu.stat nr_periods).",
+        lambda w: w.cpu_periods,
+    ),
+    WorkloadMetric(
+        "densityd_workload_cpu_throttled_periods",
+        True,
+        "CFS periods in which the workload was throttled (cpu.stat nr_throttled).",
+        lambda w: w.cpu_throttled_periods,
+    ),
+    WorkloadMetric(
+        "densityd_workload_cpu_throttled_seconds",
+        True,
+        "Time the workload was throttled by its CPU quota, in seconds "
+        "(cpu.stat throttled_time on v1, throttled_usec on v2).",
+        lambda w: w.cpu_throttled_seconds,
+    ),
+    WorkloadMetric(
         "densityd_vm_guest_memory_used_bytes",
         False,
         "Memory the guest itself uses (available minus usable), where its balloon driver "
@@ -182,6 +234,19 @@ NETWORK_COUNTERS: tuple[tuple[str, str, str, Callable[[NetworkInterface], int | 
     ("transmit", "drops", "Packets dropped", lambda i: i.transmit_drops),
     ("transmit", "errors", "Errors", lambda i: i.transmit_errors),
 )
+PRESSURE_RESOURCES = ("cpu", "memory", "io")
+
+
+def pressure_levels(
+    pressures: Iterable[Pressure | None],
+) -> Iterator[tuple[str, str, float]]:
+    """``(resource, level, seconds)`` for each level a cpu, memory, io pressure reading has."""
+    for resource, pressure in zip(PRESSURE_RESOURCES, pressures, strict=True):
+        if pressure is None:
+            continue
+        for level, seconds in (("some", pressure.some_seconds), ("full", pressure.full_seconds)):
+            if seconds is not None:
+                yield resource, level, seconds
 
 
 class SnapshotCollector:
@@ -293,6 +358,19 @@ class SnapshotCollector:
             "not in ordinary memory.",
             labels=[*IDENTITY_LABELS, "size"],
         )
+        pressure = CounterMetricFamily(
+            "densityd_workload_pressure_seconds",
+            "Time some (level=some) or all (level=full) of the workload's tasks were stalled on "
+            "a resource (cpu, memory, io), from its cgroup v2 PSI files; absent on cgroup v1.",
+            labels=[*IDENTITY_LABELS, "resource", "level"],
+        )
+        oom_kills = CounterMetricFamily(
+            "densityd_container_oom_kills",
+            "Processes killed by the OOM killer in the container (its cgroup's oom_kill, and "
+            "Docker's oom events for kills its cgroup was gone before showing); kept a while "
+            "for a removed container.",
+            labels=list(IDENTITY_LABELS),
+        )
         guest_status = GaugeMetricFamily(
             "densityd_vm_guest_memory_status",
             "Whether a running VM's guest memory figures are known; value is always 1. status: "
@@ -338,6 +416,16 @@ class SnapshotCollector:
                 value = spec.value(workload)
                 if value is not None:
                     family.add_metric(identity, value)
+            for resource, level, seconds in pressure_levels(
+                (workload.cpu_pressure, workload.memory_pressure, workload.io_pressure)
+            ):
+                pressure.add_metric([*identity, resource, level], seconds)
+            if workload.oom_kills is not None:
+                oom_kills.add_metric(identity, workload.oom_kills)
+        listed = {w.id for w in workloads}
+        for removed in snapshot.removed_oom_kills if snapshot is not None else ():
+            if removed.id not in listed:
+                oom_kills.add_metric(["container", removed.id, removed.name], removed.kills)
         yield info
         for _spec, family in families:
             yield family
@@ -348,6 +436,8 @@ class SnapshotCollector:
         for _field, counter in network:
             yield counter
         yield vm_hugepages
+        yield pressure
+        yield oom_kills
         yield guest_status
 
     @staticmethod
@@ -367,8 +457,16 @@ class SnapshotCollector:
             "Free space on the filesystem holding workload data.",
             labels=["path"],
         )
+        host_pressure = CounterMetricFamily(
+            "densityd_host_pressure_seconds",
+            "Time some (level=some) or all (level=full) non-idle tasks on the host were stalled "
+            "on a resource (cpu, memory, io), from /proc/pressure; absent without PSI.",
+            labels=["resource", "level"],
+        )
         host = snapshot.host if snapshot is not None else None
         if host is not None:
+            for resource, level, seconds in pressure_levels(_host_pressures(host)):
+                host_pressure.add_metric([resource, level], seconds)
             values = (
                 host.cpu_cores,
                 host.memory_bytes,
@@ -424,6 +522,7 @@ class SnapshotCollector:
         if engine is not None:
             engine_info.add_metric([engine.name, engine.version, engine.api_version], 1)
         yield from gauges
+        yield host_pressure
         yield cpu_info
         yield engine_info
         yield from ksm_gauges
@@ -443,6 +542,10 @@ class SnapshotCollector:
         yield from status_families(
             "densityd_source", "source", ("source", "pass", "passes"), statuses
         )
+
+
+def _host_pressures(host: HostSample) -> tuple[Pressure | None, ...]:
+    return (host.cpu_pressure, host.memory_pressure, host.io_pressure)
 
 
 def status_families(

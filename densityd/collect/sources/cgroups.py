@@ -19,18 +19,44 @@ Files read, per version::
 
 Block I/O is kept per device (``MAJ:MIN``), as the files give it: a device leaves ``io.stat``
 when it is removed, so a sum over devices would drop and read as a counter reset.
+
+Starvation signals (``CgroupSignals``), read in the same pass::
+
+    v1  cpu/<path>/cpu.stat                     nr_periods, nr_throttled, throttled_time (ns)
+        memory/<path>/memory.oom_control        oom_kill
+        memory/<path>/memory.soft_limit_in_bytes    bytes, or the "unlimited" huge value
+    v2  <path>/cpu.stat                         nr_periods, nr_throttled, throttled_usec
+        <path>/{cpu,memory,io}.pressure         "some avg10=0.00 avg60=0.00 avg300=0.00 total=N"
+                                                and a "full" line; total in microseconds
+        <path>/memory.events                    oom_kill
+        <path>/memory.{min,low,high}            bytes, or "max"
+
+Pressure needs cgroup v2 (v1 has no per-cgroup PSI files) and a kernel with PSI: booted with
+``psi=0`` the files are there but reading them gives ``EOPNOTSUPP``; built without
+``CONFIG_PSI`` they are not there. Either way the reason is logged once and the files are no
+longer tried.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
+import logging
 import os
 import re
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from densityd.model import Pressure
+
+log = logging.getLogger("densityd.sources.cgroups")
+# Reasons already logged, once a process whichever reader met them.
+_LOGGED: set[str] = set()
+_LOGGED_LOCK = threading.Lock()
 
 CgroupDriver = Literal["cgroupfs", "systemd"]
 Engine = Literal["docker", "podman"]
@@ -59,6 +85,26 @@ def io_totals(devices: Iterable[DeviceIO]) -> tuple[int, int]:
 
 
 @dataclass(frozen=True, slots=True)
+class CgroupSignals:
+    """What tells that a cgroup's workload is starved; ``None`` where it is not known.
+
+    ``memory_*`` only for containers (a VM's memory protection is not read).
+    """
+
+    cpu_pressure: Pressure | None = None
+    memory_pressure: Pressure | None = None
+    io_pressure: Pressure | None = None
+    cpu_periods: int | None = None
+    cpu_throttled_periods: int | None = None
+    cpu_throttled_seconds: float | None = None
+    oom_kills: int | None = None
+    memory_min_bytes: int | None = None
+    memory_low_bytes: int | None = None
+    memory_high_bytes: int | None = None
+    memory_soft_limit_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CgroupStats:
     """One container's usage as its cgroup reports it."""
 
@@ -73,6 +119,7 @@ class CgroupStats:
     devices: tuple[DeviceIO, ...] = ()
     # Unix seconds, when the CPU counter was read: when, not what, so not compared.
     cpu_read_at: float | None = dataclasses.field(default=None, compare=False)
+    signals: CgroupSignals = CgroupSignals()
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +151,64 @@ def _read(path: str) -> str:
 def working_set(usage_bytes: int, inactive_file_bytes: int) -> int:
     """Return usage minus inactive file cache, floored at 0, as ``docker stats`` computes it."""
     return max(0, usage_bytes - inactive_file_bytes)
+
+
+def parse_pressure(text: str) -> Pressure:
+    """The ``some`` and ``full`` totals of a PSI file, in seconds (the file gives microseconds).
+
+    ``some avg10=0.00 avg60=0.00 avg300=0.00 total=1282194789`` -> ``some_seconds=1282.194789``.
+    A level the file lacks (or prints malformed) is ``None``.
+    """
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        level, *fields = line.split() or [""]
+        if level not in ("some", "full"):
+            continue
+        for field in fields:
+            key, _, value = field.partition("=")
+            if key == "total" and _COUNT.fullmatch(value):
+                totals[level] = int(value) / 1e6
+    return Pressure(totals.get("some"), totals.get("full"))
+
+
+def parse_throttling(
+    cpu_stat: Mapping[str, int], version: int
+) -> tuple[int | None, int | None, float | None]:
+    """Periods, throttled periods and throttled seconds from a parsed ``cpu.stat``.
+
+    v1 gives the throttled time in nanoseconds (``throttled_time``), v2 in microseconds
+    (``throttled_usec``); v2 has no ``nr_periods`` where the cgroup never had a quota on
+    kernels before 5.10 (only ``usage_usec`` and friends), which is then not known.
+    """
+    if version == 2:
+        usec = cpu_stat.get("throttled_usec")
+        throttled = None if usec is None else usec / 1e6
+    else:
+        nsec = cpu_stat.get("throttled_time")
+        throttled = None if nsec is None else nsec / 1e9
+    return cpu_stat.get("nr_periods"), cpu_stat.get("nr_throttled"), throttled
+
+
+def parse_memory_protection(text: str, *, zero_is_unset: bool) -> int | None:
+    """Bytes from a v2 ``memory.min``/``memory.low``/``memory.high``; ``None`` where not set.
+
+    ``max`` is not set; for ``min`` and ``low`` (``zero_is_unset``) neither is ``0``, their
+    default.
+    """
+    value = text.strip()
+    if value == "max" or not _COUNT.fullmatch(value):
+        return None
+    number = int(value)
+    return None if zero_is_unset and number == 0 else number
+
+
+def parse_soft_limit_v1(text: str) -> int | None:
+    """Bytes from a v1 ``memory.soft_limit_in_bytes``; ``None`` for its "unlimited" value."""
+    value = text.strip()
+    if not _COUNT.fullmatch(value):
+        return None
+    number = int(value)
+    return number if number < _V1_UNLIMITED else None
 
 
 def parse_flat_keyed(text: str) -> dict[str, int]:
@@ -200,6 +305,59 @@ def container_cgroup_path(
     return f"{parent}/{container_id}".lstrip("/")
 
 
+_HOSTNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+
+
+def libvirt_machine_name(domain_id: int, name: str, driver: str = "qemu") -> str:
+    """The machine name libvirt gives a running domain: ``qemu-7-web``.
+
+    As libvirt's ``virDomainDriverGenerateMachineName`` makes it: the name's letters and
+    digits, runs of ``-`` and ``.`` kept as one (none leading or trailing), other characters
+    dropped, cut at 64 characters.
+    """
+    machine = f"{driver}-{domain_id}-"
+    skip = True
+    for char in name:
+        if len(machine) >= 64:
+            break
+        if char in ".-":
+            if not skip:
+                machine += char
+            skip = True
+            continue
+        skip = False
+        if char in _HOSTNAME_CHARS:
+            machine += char
+    return machine.rstrip("-.")
+
+
+def machine_cgroup_paths(partition: str, domain_id: int, name: str) -> tuple[str, str]:
+    """Where libvirt puts a running QEMU domain's cgroup: without systemd (cgroupfs), and
+    as a systemd scope; relative to a hierarchy's root.
+
+    ``/machine``, 7, ``web`` -> ``machine/qemu-7-web.libvirt-qemu`` and
+    ``machine.slice/machine-qemu\x2d7\x2dweb.scope``. A partition other than the top
+    ``machine``, ``system`` or ``user`` gets libvirt's ``.partition`` suffix per component
+    without systemd, and is a nested slice with it.
+    """
+    machine = libvirt_machine_name(domain_id, name)
+    components = [part for part in (partition or "/machine").split("/") if part]
+    plain = [
+        part
+        if (index == 0 and part in ("machine", "system", "user")) or "." in part
+        else f"{part}.partition"
+        for index, part in enumerate(components)
+    ]
+    cgroupfs = "/".join([*plain, f"{machine}.libvirt-qemu"])
+    slice_name = "-".join(part.removesuffix(".slice") for part in components) + ".slice"
+    try:
+        parent = expand_systemd_slice(slice_name)
+    except ValueError:
+        parent = "machine.slice"
+    scope = "machine-" + machine.replace("-", "\\x2d") + ".scope"
+    return cgroupfs, f"{parent}/{scope}"
+
+
 def in_private_namespace(proc_root: Path | str) -> bool:
     """Whether densityd runs in a cgroup namespace of its own (a container without
     ``--cgroupns=host``), told from the host's init process as ``proc_root`` shows it.
@@ -241,6 +399,11 @@ class CgroupReader:
         self._memory_dir = self.root / "memory"
         self._blkio_dir = self._first_existing("blkio", "blkio,io")
         self._quota_dir = self._first_existing("cpu", "cpu,cpuacct", "cpuacct,cpu")
+        # Why per-cgroup pressure cannot be read here, once known: logged once, then the
+        # files are not tried again (a failed open per container per pass is a real cost).
+        self.pressure_unavailable: str | None = (
+            None if self.version == 2 else "the host is on cgroup v1, which has no per-cgroup PSI"
+        )
 
     def _first_existing(self, *names: str) -> Path:
         for name in names:
@@ -327,6 +490,35 @@ class CgroupReader:
             level = deeper
         return found[0] if len(found) == 1 else None
 
+    def find_machine(self, partition: str, domain_id: int, name: str) -> str | None:
+        """The cgroup path of a running libvirt QEMU domain (its CPU one on v1), or ``None``.
+
+        libvirt's layouts first (``machine_cgroup_paths``); else the one directory in the
+        partition named for this domain ID, since a name libvirt cut or cleaned differently
+        must not lose the VM. Directories left by earlier domains with the same ID (libvirtd
+        restarted) make that ambiguous: then ``None``.
+        """
+        base = self.root if self.version == 2 else self._quota_dir
+        cgroupfs, systemd = machine_cgroup_paths(partition, domain_id, name)
+        for path in (cgroupfs, systemd):
+            if (base / path / "cpu.stat").is_file():
+                return path
+        found: list[str] = []
+        for path in (cgroupfs, systemd):
+            parent, _, leaf = path.rpartition("/")
+            prefix = leaf[: leaf.index(str(domain_id)) + len(str(domain_id)) + 1]
+            suffix = ".libvirt-qemu" if path is cgroupfs else ".scope"
+            try:
+                entries = os.listdir(base / parent)
+            except OSError:
+                continue
+            found.extend(
+                f"{parent}/{entry}"
+                for entry in entries
+                if entry.startswith(prefix) and entry.endswith(suffix)
+            )
+        return found[0] if len(found) == 1 else None
+
     def read(self, path: str) -> CgroupStats:
         """Read one container's usage; raises ``OSError`` when the cgroup is gone."""
         if self.version == 2:
@@ -366,6 +558,116 @@ class CgroupReader:
             cpu = None
         return CgroupLimits(memory, cpu)
 
+    def read_signals(self, path: str, *, memory: bool = True) -> CgroupSignals:
+        """A cgroup's pressure, CPU throttling and (``memory``) OOM kills and memory
+        protection; what cannot be read is ``None``. Never raises for a missing file."""
+        if self.version == 2:
+            directory = f"{self.root}/{path}"
+            try:
+                cpu_stat = parse_flat_keyed(_read(f"{directory}/cpu.stat"))
+            except OSError:
+                cpu_stat = {}
+            return self._signals_v2(directory, cpu_stat, memory=memory)
+        return self._signals_v1(path, memory=memory)
+
+    def _note_pressure_unavailable(self) -> None:
+        reason = self.pressure_unavailable
+        with _LOGGED_LOCK:  # the Docker and libvirt sources each have a reader, on two threads
+            if reason is None or reason in _LOGGED:
+                return
+            _LOGGED.add(reason)
+        log.info("per-workload pressure (PSI) is not exported: %s", reason)
+
+    def _pressure(self, directory: str) -> tuple[Pressure | None, ...]:
+        """cpu, memory and io pressure of one v2 cgroup, or ``None``s where PSI is unavailable."""
+        if self.pressure_unavailable is not None:
+            self._note_pressure_unavailable()
+            return (None, None, None)
+        found: list[Pressure | None] = []
+        for resource in ("cpu", "memory", "io"):
+            file = f"{directory}/{resource}.pressure"
+            try:
+                found.append(parse_pressure(_read(file)))
+            except OSError as exc:
+                if exc.errno == errno.EOPNOTSUPP:
+                    self.pressure_unavailable = (
+                        f"reading {file} gives EOPNOTSUPP: the kernel has PSI turned off "
+                        "(booted with psi=0, or cgroup.pressure is 0)"
+                    )
+                elif exc.errno == errno.ENOENT and os.path.isdir(directory):
+                    # The cgroup is there but not its file: a kernel built without PSI.
+                    self.pressure_unavailable = (
+                        f"{file} does not exist: the kernel has no PSI (CONFIG_PSI), "
+                        "or cgroup.pressure is 0"
+                    )
+                else:
+                    found.append(None)  # the cgroup went away while being read
+                    continue
+                self._note_pressure_unavailable()
+                return (None, None, None)
+        return tuple(found)
+
+    def _signals_v2(
+        self, directory: str, cpu_stat: Mapping[str, int], *, memory: bool
+    ) -> CgroupSignals:
+        cpu_pressure, memory_pressure, io_pressure = self._pressure(directory)
+        periods, throttled_periods, throttled_seconds = parse_throttling(cpu_stat, 2)
+        signals = CgroupSignals(
+            cpu_pressure=cpu_pressure,
+            memory_pressure=memory_pressure,
+            io_pressure=io_pressure,
+            cpu_periods=periods,
+            cpu_throttled_periods=throttled_periods,
+            cpu_throttled_seconds=throttled_seconds,
+        )
+        if not memory:
+            return signals
+        protection: list[int | None] = []
+        for name in ("min", "low", "high"):
+            try:
+                text = _read(f"{directory}/memory.{name}")
+            except OSError:
+                protection.append(None)
+                continue
+            protection.append(parse_memory_protection(text, zero_is_unset=name != "high"))
+        try:
+            oom_kills = parse_flat_keyed(_read(f"{directory}/memory.events")).get("oom_kill")
+        except OSError:
+            oom_kills = None
+        return dataclasses.replace(
+            signals,
+            oom_kills=oom_kills,
+            memory_min_bytes=protection[0],
+            memory_low_bytes=protection[1],
+            memory_high_bytes=protection[2],
+        )
+
+    def _signals_v1(self, path: str, *, memory: bool) -> CgroupSignals:
+        if self.pressure_unavailable is not None:
+            self._note_pressure_unavailable()
+        try:
+            cpu_stat = parse_flat_keyed(_read(f"{self._quota_dir}/{path}/cpu.stat"))
+        except OSError:
+            cpu_stat = {}
+        periods, throttled_periods, throttled_seconds = parse_throttling(cpu_stat, 1)
+        signals = CgroupSignals(
+            cpu_periods=periods,
+            cpu_throttled_periods=throttled_periods,
+            cpu_throttled_seconds=throttled_seconds,
+        )
+        if not memory:
+            return signals
+        base = f"{self._memory_dir}/{path}"
+        try:
+            oom_kills = parse_flat_keyed(_read(f"{base}/memory.oom_control")).get("oom_kill")
+        except OSError:
+            oom_kills = None
+        try:
+            soft_limit = parse_soft_limit_v1(_read(f"{base}/memory.soft_limit_in_bytes"))
+        except OSError:
+            soft_limit = None
+        return dataclasses.replace(signals, oom_kills=oom_kills, memory_soft_limit_bytes=soft_limit)
+
     def _read_v1(self, path: str) -> CgroupStats:
         memory = f"{self._memory_dir}/{path}"
         cpu_ns = int(_read(f"{self._cpu_dir}/{path}/cpuacct.usage"))
@@ -385,6 +687,7 @@ class CgroupReader:
             written_bytes=written_bytes,
             devices=devices or (),
             cpu_read_at=read_at,
+            signals=self._signals_v1(path, memory=True),
         )
 
     def _read_blkio_v1(self, path: str) -> tuple[DeviceIO, ...] | None:
@@ -400,8 +703,7 @@ class CgroupReader:
             return parse_blkio_v1(text)
         return None
 
-    @staticmethod
-    def _read_v2(directory: str) -> CgroupStats:
+    def _read_v2(self, directory: str) -> CgroupStats:
         cpu = parse_flat_keyed(_read(f"{directory}/cpu.stat"))
         read_at = time.time()
         usage = int(_read(f"{directory}/memory.current"))
@@ -422,4 +724,5 @@ class CgroupReader:
             written_bytes=written_bytes,
             devices=devices or (),
             cpu_read_at=read_at,
+            signals=self._signals_v2(directory, cpu, memory=True),
         )

@@ -17,7 +17,11 @@ allowlist; environment variables and other labels are never copied out of the in
   its own events endpoint, because the compatible one answers nothing for a window that has
   already ended (see ``_changed_since_last_pass``);
 - the writable-layer size (``SizeRw``) needs ``containers(size=True)``, which can take minutes
-  on a big host, so ``refresh_disk_usage`` runs on its own slow schedule.
+  on a big host, so ``refresh_disk_usage`` runs on its own slow schedule;
+- OOM kills are counted from the cgroup's counter (``memory.events`` / ``memory.oom_control``)
+  and from Docker's ``oom`` events, read in the same events call as the refresh events: a
+  container killed and removed between two passes has no cgroup left to read, but its event
+  still counts. Podman 4.3 logs no ``oom`` event, so for Podman only the cgroup counts.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,6 +61,7 @@ from densityd.model import (
     BlockDevice,
     ContainerEngine,
     NetworkInterface,
+    OomKills,
     SourceReading,
     WorkloadKind,
     WorkloadSample,
@@ -68,6 +73,39 @@ StatsMode = Literal["auto", "cgroup", "api"]
 
 # Events after which a container's inspect data (limits, name) must be read again.
 _REFRESH_EVENTS = ("update", "rename", "start", "restart")
+# How long a removed container's OOM kill count stays exported: long enough for any
+# reasonable scrape interval to see the kill that ended it.
+REMOVED_OOM_RETENTION_SECONDS = 600.0
+
+
+@dataclass
+class _OomCount:
+    """The OOM kills counted for one container: its cgroup's counter and the Engine's events.
+
+    The total is the larger of the two, each of which only grows: the cgroup's counts every
+    kill while the cgroup can be read (and restarts at 0 with a new cgroup when the container
+    restarts, so earlier cgroups' counts are kept), the events count kills whose cgroup was
+    gone before it could be read again.
+    """
+
+    name: str
+    earlier_cgroups: int = 0
+    cgroup: int | None = None
+    events: int = 0
+    gone_since: float | None = None
+    event_keys: set[tuple[str, int]] = field(default_factory=set)
+
+    def observe(self, kills: int) -> None:
+        """The current cgroup's ``oom_kill`` as read now."""
+        if self.cgroup is not None and kills < self.cgroup:
+            self.earlier_cgroups += self.cgroup  # a new cgroup: the container was restarted
+        self.cgroup = kills
+
+    def total(self) -> int | None:
+        """Kills counted, or ``None`` when neither the cgroup nor an event has told."""
+        if self.cgroup is None and not self.events and not self.earlier_cgroups:
+            return None
+        return max(self.earlier_cgroups + (self.cgroup or 0), self.events)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +228,7 @@ class DockerSource:
         self._engine: _EngineInfo | None = None
         self._meta: dict[str, _ContainerMeta] = {}
         self._events_since: int | None = None
+        self._oom: dict[str, _OomCount] = {}
         self._sizes: dict[str, int] = {}
         self._sizes_timestamp: float | None = None
         self.base_url: str = docker_host or str(
@@ -338,7 +377,47 @@ class DockerSource:
                 if engine is None
                 else ContainerEngine(engine.engine, engine.version, engine.api_version)
             ),
+            removed_oom_kills=self._removed_oom_kills(present, time.monotonic()),
         )
+
+    def _removed_oom_kills(self, present: set[str], now: float) -> tuple[OomKills, ...]:
+        """Kill counts of containers no longer listed, while they are kept (and forget the
+        others): a container removed right after its kill is still counted."""
+        removed: list[OomKills] = []
+        for container_id, count in list(self._oom.items()):
+            if container_id in present:
+                count.gone_since = None
+                continue
+            if count.gone_since is None:
+                count.gone_since = now
+            total = count.total()
+            if total and now - count.gone_since <= REMOVED_OOM_RETENTION_SECONDS:
+                removed.append(OomKills(container_id, count.name, total))
+            else:
+                del self._oom[container_id]
+        return tuple(removed)
+
+    def _count_oom_event(self, event: Mapping[str, Any]) -> None:
+        """Count one ``oom`` event, once however many windows it falls in."""
+        actor: Mapping[str, Any] = event.get("Actor") or {}
+        container_id = str(event.get("id") or actor.get("ID") or "")
+        if not container_id:
+            return
+        attributes: Mapping[str, Any] = actor.get("Attributes") or {}
+        meta = self._meta.get(container_id)
+        name = meta.name if meta else str(attributes.get("name") or container_id[:12])
+        count = self._oom.setdefault(container_id, _OomCount(name))
+        # The windows of two passes share their boundary second: an event there is seen twice.
+        key = (
+            str(event.get("Action") or event.get("status") or ""),
+            int(event.get("timeNano") or int(event.get("time") or 0) * 10**9),
+        )
+        if key in count.event_keys:
+            return
+        # Only the shared boundary can repeat an event: older keys need not be kept.
+        count.event_keys = {k for k in count.event_keys if k[1] >= key[1] - 60 * 10**9}
+        count.event_keys.add(key)
+        count.events += 1
 
     def _changed_since_last_pass(self, client: Any) -> set[str]:
         """IDs of containers with update/rename/start events since the last pass."""
@@ -352,9 +431,15 @@ class DockerSource:
             since=since,
             until=now,
             decode=True,
-            filters={"type": "container", "event": list(_REFRESH_EVENTS)},
+            filters={"type": "container", "event": [*_REFRESH_EVENTS, "oom"]},
         )
-        return {str(event.get("id") or event.get("Actor", {}).get("ID", "")) for event in events}
+        changed: set[str] = set()
+        for event in events:
+            if (event.get("Action") or event.get("status")) == "oom":
+                self._count_oom_event(event)
+            else:
+                changed.add(str(event.get("id") or event.get("Actor", {}).get("ID", "")))
+        return changed
 
     @staticmethod
     def _podman_changed_since(client: Any, since: int) -> set[str]:
@@ -553,10 +638,26 @@ class DockerSource:
     def _is_block_device(self, device: str) -> bool:
         return (self._sys_root / "dev" / "block" / device).exists()
 
+    def _oom_kills(
+        self, container_id: str, meta: _ContainerMeta, stats: CgroupStats | None
+    ) -> int | None:
+        """The container's OOM kills: its cgroup's counter as read now, and its events."""
+        kills = stats.signals.oom_kills if stats is not None else None
+        count = self._oom.get(container_id)
+        if count is None and kills is not None:
+            count = self._oom[container_id] = _OomCount(meta.name)
+        if count is None:
+            return None
+        count.name = meta.name
+        if kills is not None:
+            count.observe(kills)
+        return count.total()
+
     def _workload(
         self, container_id: str, meta: _ContainerMeta, stats: CgroupStats | None
     ) -> WorkloadSample:
         sizes = self._sizes
+        signals = stats.signals if stats is not None else None
         return WorkloadSample(
             kind=WorkloadKind.CONTAINER,
             id=container_id,
@@ -579,6 +680,17 @@ class DockerSource:
             block_devices=self._block_devices(stats),
             labels=meta.labels,
             interfaces=self._interfaces(meta) if stats else (),
+            oom_kills=self._oom_kills(container_id, meta, stats),
+            cpu_pressure=signals.cpu_pressure if signals else None,
+            memory_pressure=signals.memory_pressure if signals else None,
+            io_pressure=signals.io_pressure if signals else None,
+            cpu_periods=signals.cpu_periods if signals else None,
+            cpu_throttled_periods=signals.cpu_throttled_periods if signals else None,
+            cpu_throttled_seconds=signals.cpu_throttled_seconds if signals else None,
+            memory_min_bytes=signals.memory_min_bytes if signals else None,
+            memory_low_bytes=signals.memory_low_bytes if signals else None,
+            memory_high_bytes=signals.memory_high_bytes if signals else None,
+            memory_soft_limit_bytes=signals.memory_soft_limit_bytes if signals else None,
         )
 
     def _interfaces(self, meta: _ContainerMeta) -> tuple[NetworkInterface, ...]:

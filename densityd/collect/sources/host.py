@@ -13,6 +13,8 @@ its last success), never the host's CPU and memory figures or the other paths.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import re
 import time
@@ -21,8 +23,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from densityd.collect.guarded import GuardedCall, gather
-from densityd.collect.sources.cgroups import in_private_namespace
-from densityd.model import DiskUsage, HostSample, HugepagePool, SourceReading, SourceStatus
+from densityd.collect.sources.cgroups import in_private_namespace, parse_pressure
+from densityd.model import (
+    DiskUsage,
+    HostSample,
+    HugepagePool,
+    Pressure,
+    SourceReading,
+    SourceStatus,
+)
+
+log = logging.getLogger("densityd.sources.host")
 
 # How long one host reading waits for the filesystems' answers; a path slower than this is
 # given until its own deadline, and its answer is the next reading's.
@@ -86,6 +97,31 @@ def read_shim_rss(proc_root: Path) -> tuple[int, ...]:
         if rss:
             sizes.extend(parse_meminfo(rss[0]).values())
     return tuple(sizes)
+
+
+def read_host_pressure(
+    pressure_dir: Path,
+) -> tuple[tuple[Pressure | None, Pressure | None, Pressure | None], str | None]:
+    """The host's cpu, memory and io pressure from ``/proc/pressure``, and why not (``None``
+    when read).
+
+    A kernel built without PSI has no ``/proc/pressure``; one booted with ``psi=0`` has the
+    files, but reading them gives ``EOPNOTSUPP``.
+    """
+    found: list[Pressure | None] = []
+    for resource in ("cpu", "memory", "io"):
+        file = pressure_dir / resource
+        try:
+            found.append(parse_pressure(file.read_text()))
+        except OSError as exc:
+            if exc.errno == errno.EOPNOTSUPP:
+                reason = f"reading {file} gives EOPNOTSUPP: the kernel was booted with psi=0"
+            elif exc.errno == errno.ENOENT:
+                reason = f"{file} does not exist: the kernel has no PSI (CONFIG_PSI)"
+            else:
+                reason = f"cannot read {file}: {exc.strerror}"
+            return (None, None, None), reason
+    return (found[0], found[1], found[2]), None
 
 
 def read_ksm(ksm_dir: Path) -> tuple[int | None, int | None]:
@@ -185,6 +221,7 @@ class HostSource:
         self._disk_timeout = disk_timeout
         self._disk_calls: dict[str, GuardedCall[DiskUsage | None]] = {}
         self._private_namespace = in_private_namespace(self._proc_root)  # fixed for a process
+        self._pressure_reason: str | None = None
 
     def probe(self) -> str:
         """Describe the host."""
@@ -209,6 +246,12 @@ class HostSource:
         pools = read_hugepages(self._hugepages_dir, meminfo.get("Hugepagesize"))
         # Hugetlb (Linux 4.16+) counts every size's pool; older kernels: the pools summed.
         hugetlb = meminfo.get("Hugetlb", sum(p.total * p.size_bytes for p in pools))
+        (cpu_pressure, memory_pressure, io_pressure), reason = read_host_pressure(
+            self._proc_root / "pressure"
+        )
+        if reason is not None and reason != self._pressure_reason:
+            log.info("host pressure (PSI) is not exported: %s", reason)
+        self._pressure_reason = reason
         return HostSample(
             cpu_cores=os.cpu_count() or 1,
             memory_bytes=meminfo["MemTotal"],
@@ -221,6 +264,9 @@ class HostSource:
             container_shim_rss_bytes=read_shim_rss(self._proc_root),
             hugepages=pools,
             hugepages_bytes=hugetlb,
+            cpu_pressure=cpu_pressure,
+            memory_pressure=memory_pressure,
+            io_pressure=io_pressure,
         )
 
     def _disk_call(self, path: str) -> GuardedCall[DiskUsage | None]:

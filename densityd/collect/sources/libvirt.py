@@ -23,6 +23,12 @@ host-side memory footprint. ``net.N.*`` are the host-side device's counters as t
 them (rx: what the guest received); an interface with no host device (``type='user'``) has only
 ``net.count``. ``vcpu.N.delay`` (Linux, libvirt 8.1+; 9.0 here has it) is the ns the vCPU
 thread waited runnable for a host CPU (schedstat), i.e. steal time as the guest would see it.
+host-side memory footprint.
+
+For a local hypervisor, a running VM's pressure (cgroup v2) and CPU throttling come from its
+cgroup, where libvirt puts it (``cgroups.machine_cgroup_paths``: ``machine/qemu-ID-NAME
+.libvirt-qemu``, or ``machine.slice/machine-qemu\\x2dID\\x2dNAME.scope`` under systemd); its
+path is looked for once per domain ID and kept.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import libvirt
 
 from densityd.collect.sources.balloon import CURRENT, GuestStats, Seen, guest_stats
 from densityd.collect.sources.base import SourceUnavailable
+from densityd.collect.sources.cgroups import CgroupReader, CgroupSignals
 from densityd.collect.sources.host import parse_meminfo
 from densityd.collect.sources.libvirt_xml import DomainConfig, parse_domain_xml, pool_target_path
 from densityd.model import (
@@ -205,6 +212,7 @@ def vm_sample(
     read_at: float | None = None,
     guest: GuestStats | None = None,
     default_hugepage_bytes: int | None = None,
+    signals: CgroupSignals | None = None,
 ) -> WorkloadSample:
     """One VM's sample from its stats (read at ``read_at``), its configuration, its disks.
 
@@ -219,6 +227,7 @@ def vm_sample(
     vcpus = _int(stats, "vcpu.current") or config.vcpus
     memory_limit = _kib(stats, "balloon.maximum") or config.memory_bytes
     page_size = (config.hugepage_size_bytes or default_hugepage_bytes) if config.hugepages else None
+    cgroup = signals if active and signals is not None else CgroupSignals()
     return WorkloadSample(
         kind=WorkloadKind.VM,
         id=uuid,
@@ -248,6 +257,12 @@ def vm_sample(
         vcpu_delay_seconds=vcpu_delay_seconds(stats) if active else None,
         hugepage_size_bytes=page_size,
         hugepage_bytes=hugepage_bytes(memory_limit, page_size),
+        cpu_pressure=cgroup.cpu_pressure,
+        memory_pressure=cgroup.memory_pressure,
+        io_pressure=cgroup.io_pressure,
+        cpu_periods=cgroup.cpu_periods,
+        cpu_throttled_periods=cgroup.cpu_throttled_periods,
+        cpu_throttled_seconds=cgroup.cpu_throttled_seconds,
     )
 
 
@@ -296,9 +311,19 @@ class LibvirtSource:
     name = "libvirt"
 
     def __init__(
-        self, uri: str = "qemu:///system", keepalive_interval: int = 5, keepalive_count: int = 3
+        self,
+        uri: str = "qemu:///system",
+        keepalive_interval: int = 5,
+        keepalive_count: int = 3,
+        cgroup_root: Path | str | None = "/sys/fs/cgroup",
     ) -> None:
+        """``cgroup_root``: where VMs' cgroups are read (only for a local QEMU hypervisor;
+        ``None``: not read)."""
         self.uri = uri
+        local_qemu = _is_local(uri) and uri.startswith("qemu")
+        self._cgroups = CgroupReader(cgroup_root) if cgroup_root and local_qemu else None
+        # Per VM, its domain ID and the cgroup path found for it.
+        self._cgroup_paths: dict[str, tuple[int, str]] = {}
         self._keepalive = (keepalive_interval, keepalive_count)
         self._conn: Any = None
         self._connect_lock = threading.Lock()
@@ -409,6 +434,8 @@ class LibvirtSource:
             del self._meta[gone]
         for gone in set(self._balloon_seen) - seen:
             del self._balloon_seen[gone]
+        for gone in set(self._cgroup_paths) - seen:
+            del self._cgroup_paths[gone]
         self._pool_paths = self._read_pool_paths(conn)
         return SourceReading(workloads=tuple(samples), node=self._node)
 
@@ -459,9 +486,12 @@ class LibvirtSource:
                 self._balloon_seen[uuid] = guest.seen
             else:
                 self._balloon_seen.pop(uuid, None)
+            signals = self._signals(domain, uuid, meta.config)
         else:
             devices = self._inactive_devices(domain, meta)
             self._balloon_seen.pop(uuid, None)
+            self._cgroup_paths.pop(uuid, None)
+            signals = None
         return vm_sample(
             uuid,
             meta.config,
@@ -469,8 +499,26 @@ class LibvirtSource:
             devices,
             read_at=read_at,
             guest=guest,
+            signals=signals,
             default_hugepage_bytes=self._default_hugepage_bytes,
         )
+
+    def _signals(self, domain: Any, uuid: str, config: DomainConfig) -> CgroupSignals | None:
+        """A running VM's pressure and throttling from its cgroup, found once per domain ID
+        (a restarted domain has a new ID, and a new cgroup); looked for again while not found."""
+        if self._cgroups is None:
+            return None
+        domain_id = int(domain.ID())
+        cached = self._cgroup_paths.get(uuid)
+        if cached is None or cached[0] != domain_id:
+            path = self._cgroups.find_machine(config.partition, domain_id, config.name)
+            if path is None:
+                log.debug("no cgroup found for VM %s (ID %d)", config.name, domain_id)
+                self._cgroup_paths.pop(uuid, None)
+                return None
+            cached = (domain_id, path)
+            self._cgroup_paths[uuid] = cached
+        return self._cgroups.read_signals(cached[1], memory=False)
 
     @staticmethod
     def _inactive_devices(domain: Any, meta: _DomainMeta) -> tuple[BlockDevice, ...]:

@@ -70,6 +70,8 @@ class DomainConfig:
     # (None: the host's default size, which the XML leaves unsaid).
     hugepages: bool = False
     hugepage_size_bytes: int | None = None
+    # ``<resource><partition>``: the cgroup partition a running domain is placed in.
+    partition: str = "/machine"
 
 
 def _bytes(element: ET.Element | None) -> int | None:
@@ -136,6 +138,7 @@ def parse_domain_xml(text: str) -> DomainConfig:
     return DomainConfig(
         hugepages=hugepages,
         hugepage_size_bytes=hugepage_size,
+        partition=(root.findtext("resource/partition") or "").strip() or "/machine",
         balloon_model=balloon.get("model", "") if balloon is not None else None,
         balloon_period=balloon_period,
         name=(root.findtext("name") or "").strip(),

@@ -22,6 +22,8 @@ from densityd.model import (
     HostSample,
     HugepagePool,
     NetworkInterface,
+    OomKills,
+    Pressure,
     Snapshot,
     SourceStatus,
     WorkloadKind,
@@ -634,3 +636,58 @@ def test_host_hugepage_pools_per_size_in_bytes() -> None:
         gib1: 0,
     }
     assert values(families["densityd_host_hugepages_surplus_bytes"]) == {mib2: 2097152}
+
+
+def test_starvation_signals_exported_where_known_only() -> None:
+    web = container(
+        cpu_pressure=Pressure(4.5, 0.0),
+        memory_pressure=Pressure(0.25, None),  # no full line: no full series
+        io_pressure=None,  # unknown: no series at all
+        cpu_periods=1200,
+        cpu_throttled_periods=31,
+        cpu_throttled_seconds=2.2,
+        oom_kills=2,
+        memory_low_bytes=64 * 2**20,
+        memory_soft_limit_bytes=None,
+    )
+    db = replace(vm(), cpu_periods=40, cpu_throttled_periods=0, cpu_throttled_seconds=0.0)
+    host = HostSample(
+        cpu_cores=2,
+        memory_bytes=1,
+        memory_available_bytes=1,
+        cpu_pressure=Pressure(1402.5, 0.0),
+        memory_pressure=Pressure(189.9, 138.4),
+        io_pressure=Pressure(8.8, 8.7),
+    )
+    gone = OomKills("f" * 64, "killed-and-removed", 1)
+    families = collect(snapshot(web, db, host=host, removed_oom_kills=(gone,)))
+    pressure = families["densityd_workload_pressure_seconds"]
+    assert pressure.type == "counter"
+    assert values(pressure) == {
+        tuple(sorted((*identity(web), ("level", "some"), ("resource", "cpu")))): 4.5,
+        tuple(sorted((*identity(web), ("level", "full"), ("resource", "cpu")))): 0.0,
+        tuple(sorted((*identity(web), ("level", "some"), ("resource", "memory")))): 0.25,
+    }
+    assert values(families["densityd_workload_cpu_periods"]) == {
+        identity(web): 1200,
+        identity(db): 40,
+    }
+    assert values(families["densityd_workload_cpu_throttled_periods"])[identity(web)] == 31
+    assert values(families["densityd_workload_cpu_throttled_seconds"])[identity(db)] == 0.0
+    assert values(families["densityd_container_oom_kills"]) == {
+        identity(web): 2,
+        (("id", gone.id), ("kind", "container"), ("name", gone.name)): 1,
+    }
+    assert values(families["densityd_container_memory_low_bytes"]) == {identity(web): 64 * 2**20}
+    for unset in ("min", "high", "soft_limit"):
+        assert values(families[f"densityd_container_memory_{unset}_bytes"]) == {}, unset
+    host_pressure = families["densityd_host_pressure_seconds"]
+    assert host_pressure.type == "counter"
+    assert values(host_pressure)[(("level", "full"), ("resource", "memory"))] == 138.4
+    assert len(values(host_pressure)) == 6
+
+
+def test_a_removed_container_listed_again_is_counted_once() -> None:
+    web = container(oom_kills=3)
+    families = collect(snapshot(web, removed_oom_kills=(OomKills(web.id, web.name, 2),)))
+    assert values(families["densityd_container_oom_kills"]) == {identity(web): 3}

@@ -6,29 +6,48 @@ tmpfs; ``v1-systemd`` holds the same files in the systemd driver's layout (with 
 ``cpu,cpuacct`` directory systemd hosts have). The v2 trees follow the kernel's cgroup-v2
 documentation: ``v2-systemd`` as a 6.1 kernel prints it, ``v2-cgroupfs`` as 5.10 does, without
 ``io.stat`` because the io controller is not enabled in ``docker/cgroup.subtree_control``.
+
+The starvation signals: ``v1-cgroupfs``'s ``cpu.stat``, ``memory.oom_control`` and
+``memory.soft_limit_in_bytes`` were recorded from a container run here with ``--cpus 0.2
+--memory 32m --memory-reservation 16m`` whose ``dd bs=64M`` was OOM-killed before it burned
+CPU with ``yes``; the v2 pressure, ``memory.events`` and ``memory.{min,low,high}`` files follow
+Documentation/accounting/psi.rst and cgroup-v2.rst (``v2-cgroupfs`` has no pressure files: a
+kernel without PSI). No kernel here lacks PSI, so ``EOPNOTSUPP`` (``psi=0``) is given by a
+reader that raises it, as the kernel does.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import shutil
 from pathlib import Path
 
 import pytest
 
+from densityd.collect.sources import cgroups
 from densityd.collect.sources.cgroups import (
     CgroupDriver,
     CgroupReader,
+    CgroupSignals,
     CgroupStats,
     DeviceIO,
     container_cgroup_path,
     expand_systemd_slice,
     in_private_namespace,
+    libvirt_machine_name,
+    machine_cgroup_paths,
     parse_blkio_v1,
     parse_flat_keyed,
     parse_io_stat_v2,
+    parse_memory_protection,
+    parse_pressure,
     parse_proc_cgroup,
+    parse_soft_limit_v1,
+    parse_throttling,
     working_set,
 )
+from densityd.model import Pressure
 from tests import paths
 
 FIXTURES = paths.FIXTURES
@@ -44,6 +63,26 @@ V1_EXPECTED = CgroupStats(
     cache_bytes=20971520,
     read_bytes=0,  # the recorded blkio file is just "Total 0" (tmpfs writes no block I/O)
     written_bytes=0,
+    signals=CgroupSignals(
+        cpu_periods=33,
+        cpu_throttled_periods=30,
+        cpu_throttled_seconds=2.072156091,
+        oom_kills=1,
+        memory_soft_limit_bytes=16 * 2**20,
+    ),
+)
+
+V2_SIGNALS = CgroupSignals(
+    cpu_pressure=Pressure(4.812004, 0.0),
+    memory_pressure=Pressure(0.250913, 0.198771),
+    io_pressure=Pressure(0.07712, 0.070311),
+    cpu_periods=1200,
+    cpu_throttled_periods=31,
+    cpu_throttled_seconds=2.203411,
+    oom_kills=2,
+    memory_min_bytes=None,  # 0: not set
+    memory_low_bytes=64 * 2**20,
+    memory_high_bytes=None,  # max
 )
 
 # What the recorded v2 io.stat says, per device (an NVMe disk and a SATA one).
@@ -163,6 +202,7 @@ def test_v2_systemd_read() -> None:
         read_bytes=4902912 + 106496,
         written_bytes=1327104 + 36864,
         devices=V2_DEVICES,
+        signals=V2_SIGNALS,
     )
 
 
@@ -176,6 +216,8 @@ def test_v2_cgroupfs_read_without_io_stat() -> None:
         cache_bytes=20971520,
         read_bytes=None,
         written_bytes=None,
+        # No pressure files (a kernel without PSI), no memory.events, no memory.min/low/high.
+        signals=CgroupSignals(cpu_periods=0, cpu_throttled_periods=0, cpu_throttled_seconds=0.0),
     )
 
 
@@ -322,7 +364,7 @@ def test_resolve_falls_back_to_proc_pid_cgroup_v1(tmp_path: Path) -> None:
     # A container whose cgroup is neither where the driver nor the inspect data says: the
     # process's own /proc/PID/cgroup (recorded from the container above) tells where it is.
     root = tmp_path / "cgroup"
-    for controller in ("cpuacct", "memory", "blkio"):
+    for controller in ("cpuacct", "cpu", "memory", "blkio"):
         shutil.copytree(
             CGROUP / "v1-cgroupfs" / controller / "docker/abc123",
             root / controller / "docker" / RECORDED_ID,
@@ -455,7 +497,7 @@ def test_a_path_from_a_private_namespace_is_searched_for_below_where_they_meet(
 ) -> None:
     """v1, cgroupfs: densityd in docker/D climbs one level, to docker/: the rest is searched."""
     root = tmp_path / "cgroup"
-    for controller in ("cpuacct", "memory", "blkio"):
+    for controller in ("cpuacct", "cpu", "memory", "blkio"):
         shutil.copytree(
             CGROUP / "v1-cgroupfs" / controller / "docker/abc123",
             root / controller / "custom" / "parent" / RECORDED_ID,
@@ -470,3 +512,202 @@ def test_a_path_from_a_private_namespace_is_searched_for_below_where_they_meet(
     shutil.copytree(root / "memory/custom", root / "memory/other")
     assert reader.resolve(RECORDED_ID, "", "cgroupfs", relative) is None
     assert reader.from_other_namespace(f"../custom/../{RECORDED_ID}") is None
+
+
+# -- starvation signals -------------------------------------------------------------------
+
+# /proc/pressure/cpu of a 5.13+ kernel (it has a "full" line) and of an older one (only "some").
+PSI_CPU = (
+    "some avg10=26.20 avg60=33.10 avg300=13.30 total=1282194789\n"
+    "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+)
+PSI_CPU_OLD = "some avg10=0.00 avg60=0.00 avg300=0.00 total=8860601\n"
+
+
+def test_parse_pressure_some_and_full_in_seconds() -> None:
+    assert parse_pressure(PSI_CPU) == Pressure(1282.194789, 0.0)
+
+
+def test_parse_pressure_without_a_full_line() -> None:
+    assert parse_pressure(PSI_CPU_OLD) == Pressure(8.860601, None)
+
+
+def test_parse_pressure_skips_malformed_lines() -> None:
+    text = "some avg10=1 total=-5\nfull total=12\nbogus total=99\n\n"
+    assert parse_pressure(text) == Pressure(None, 1.2e-05)
+    assert parse_pressure("") == Pressure(None, None)
+
+
+def test_parse_throttling_v1_in_nanoseconds_v2_in_microseconds() -> None:
+    v1 = parse_flat_keyed("nr_periods 33\nnr_throttled 30\nthrottled_time 2072156091\n")
+    assert parse_throttling(v1, 1) == (33, 30, 2.072156091)
+    v2 = parse_flat_keyed(
+        "usage_usec 5\nnr_periods 1200\nnr_throttled 31\nthrottled_usec 2203411\n"
+    )
+    assert parse_throttling(v2, 2) == (1200, 31, 2.203411)
+
+
+def test_parse_throttling_without_the_cpu_controller_is_unknown() -> None:
+    # A v2 cgroup without the cpu controller prints only the usage lines.
+    stat = parse_flat_keyed("usage_usec 5\nuser_usec 3\nsystem_usec 2\n")
+    assert parse_throttling(stat, 2) == (None, None, None)
+    assert parse_throttling({}, 1) == (None, None, None)
+
+
+def test_oom_kill_from_memory_events_and_oom_control() -> None:
+    events = "low 0\nhigh 12\nmax 3\noom 2\noom_kill 2\noom_group_kill 0\n"
+    assert parse_flat_keyed(events)["oom_kill"] == 2
+    control = (CGROUP / "v1-cgroupfs/memory/docker/abc123/memory.oom_control").read_text()
+    assert parse_flat_keyed(control) == {"oom_kill_disable": 0, "under_oom": 0, "oom_kill": 1}
+
+
+def test_memory_protection_only_where_set() -> None:
+    assert parse_memory_protection("max\n", zero_is_unset=False) is None
+    assert parse_memory_protection("0\n", zero_is_unset=True) is None  # min, low: 0 is unset
+    assert parse_memory_protection("0\n", zero_is_unset=False) == 0  # high 0: set (and harsh)
+    assert parse_memory_protection("67108864\n", zero_is_unset=True) == 64 * 2**20
+    assert parse_memory_protection("garbage", zero_is_unset=True) is None
+
+
+def test_v1_soft_limit_unlimited_is_not_set() -> None:
+    assert parse_soft_limit_v1("9223372036854771712\n") is None
+    assert parse_soft_limit_v1("16777216\n") == 16 * 2**20
+    assert parse_soft_limit_v1("") is None
+
+
+def test_v1_signals_have_no_pressure_and_say_why_once(caplog: pytest.LogCaptureFixture) -> None:
+    cgroups._LOGGED.clear()
+    reader = CgroupReader(CGROUP / "v1-cgroupfs")
+    with caplog.at_level("INFO", logger="densityd.sources.cgroups"):
+        for _ in range(3):
+            assert reader.read("docker/abc123").signals == V1_EXPECTED.signals
+    messages = [r.getMessage() for r in caplog.records if "pressure" in r.getMessage()]
+    assert messages == [
+        "per-workload pressure (PSI) is not exported: the host is on cgroup v1, which has no "
+        "per-cgroup PSI"
+    ]
+
+
+def test_v2_without_pressure_files_is_a_kernel_without_psi(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cgroups._LOGGED.clear()
+    reader = CgroupReader(CGROUP / "v2-cgroupfs")
+    with caplog.at_level("INFO", logger="densityd.sources.cgroups"):
+        reader.read("docker/abc123")
+        reader.read("docker/def456")
+    assert reader.pressure_unavailable is not None
+    assert "the kernel has no PSI" in reader.pressure_unavailable
+    assert sum("pressure (PSI) is not exported" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_v2_pressure_eopnotsupp_is_psi_off_and_not_tried_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Booted with psi=0 the files are there, but reading them fails with EOPNOTSUPP."""
+    cgroups._LOGGED.clear()
+    real_read = cgroups._read
+    pressure_reads: list[str] = []
+
+    def psi_off(path: str) -> str:
+        if path.endswith(".pressure"):
+            pressure_reads.append(path)
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported", path)
+        return real_read(path)
+
+    monkeypatch.setattr(cgroups, "_read", psi_off)
+    reader = CgroupReader(CGROUP / "v2-systemd")
+    with caplog.at_level("INFO", logger="densityd.sources.cgroups"):
+        for _ in range(3):
+            stats = reader.read("system.slice/docker-abc123.scope")
+            assert stats.signals == dataclasses.replace(
+                V2_SIGNALS, cpu_pressure=None, memory_pressure=None, io_pressure=None
+            )
+    assert len(pressure_reads) == 1  # known unavailable after the first failure
+    assert reader.pressure_unavailable is not None
+    assert "EOPNOTSUPP" in reader.pressure_unavailable
+    assert sum("pressure (PSI) is not exported" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_pressure_of_a_cgroup_removed_while_read_does_not_turn_psi_off(tmp_path: Path) -> None:
+    reader = CgroupReader(CGROUP / "v2-systemd")
+    assert reader._pressure(str(tmp_path / "gone")) == (None, None, None)
+    assert reader.pressure_unavailable is None
+
+
+def test_libvirt_machine_name_as_libvirt_makes_it() -> None:
+    assert libvirt_machine_name(1, "densityd-test-sigprobe") == "qemu-1-densityd-test-sigprobe"
+    # Runs of - and . become one, leading and trailing ones go, other characters are dropped.
+    assert libvirt_machine_name(7, "..web--1_ü.x.") == "qemu-7-web-1.x"
+    assert len(libvirt_machine_name(12, "a" * 100)) == 64
+
+
+def test_machine_cgroup_paths_v1_cgroupfs_and_systemd_scopes() -> None:
+    assert machine_cgroup_paths("/machine", 3, "vm-a") == (
+        "machine/qemu-3-vm-a.libvirt-qemu",
+        "machine.slice/machine-qemu\\x2d3\\x2dvm\\x2da.scope",
+    )
+    assert machine_cgroup_paths("/machine/tenant", 3, "b") == (
+        "machine/tenant.partition/qemu-3-b.libvirt-qemu",
+        "machine.slice/machine-tenant.slice/machine-qemu\\x2d3\\x2db.scope",
+    )
+
+
+def _v2_machine_tree(root: Path, scope: str) -> None:
+    """A cgroup v2 tree holding one VM the way libvirt places it under systemd."""
+    (root / "cgroup.controllers").parent.mkdir(parents=True, exist_ok=True)
+    (root / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    directory = root / "machine.slice" / scope
+    directory.mkdir(parents=True)
+    (directory / "cpu.stat").write_text(
+        "usage_usec 912\nuser_usec 500\nsystem_usec 412\nnr_periods 40\n"
+        "nr_throttled 4\nthrottled_usec 51000\n"
+    )
+    for resource, total in (("cpu", 7000), ("memory", 0), ("io", 1500)):
+        (directory / f"{resource}.pressure").write_text(
+            f"some avg10=0.00 avg60=0.00 avg300=0.00 total={total}\n"
+            f"full avg10=0.00 avg60=0.00 avg300=0.00 total={total // 2}\n"
+        )
+
+
+def test_vm_signals_on_v2_from_the_libvirt_scope(tmp_path: Path) -> None:
+    """The guest has no libvirt: a VM's v2 scope is checked in libvirt's layout here."""
+    scope = "machine-qemu\\x2d4\\x2dweb.scope"
+    _v2_machine_tree(tmp_path, scope)
+    reader = CgroupReader(tmp_path)
+    path = reader.find_machine("/machine", 4, "web")
+    assert path == f"machine.slice/{scope}"
+    assert reader.read_signals(path, memory=False) == CgroupSignals(
+        cpu_pressure=Pressure(0.007, 0.0035),
+        memory_pressure=Pressure(0.0, 0.0),
+        io_pressure=Pressure(0.0015, 0.00075),
+        cpu_periods=40,
+        cpu_throttled_periods=4,
+        cpu_throttled_seconds=0.051,
+    )
+
+
+def test_find_machine_by_domain_id_when_the_name_was_cut_otherwise(tmp_path: Path) -> None:
+    _v2_machine_tree(tmp_path, "machine-qemu\\x2d9\\x2dshort.scope")
+    reader = CgroupReader(tmp_path)
+    assert reader.find_machine("/machine", 9, "a-name-libvirt-cut") == (
+        "machine.slice/machine-qemu\\x2d9\\x2dshort.scope"
+    )
+    assert reader.find_machine("/machine", 19, "short") is None  # qemu-1 is not qemu-19
+    # Two candidates (one left by an earlier libvirtd): ambiguous, not a guess.
+    (tmp_path / "machine.slice/machine-qemu\\x2d9\\x2dold.scope").mkdir()
+    assert reader.find_machine("/machine", 9, "a-name-libvirt-cut") is None
+
+
+def test_find_machine_on_v1_in_the_cpu_hierarchy(tmp_path: Path) -> None:
+    for controller in ("memory", "cpuacct", "cpu"):
+        (tmp_path / controller).mkdir()
+    directory = tmp_path / "cpu/machine/qemu-2-vm.libvirt-qemu"
+    directory.mkdir(parents=True)
+    (directory / "cpu.stat").write_text("nr_periods 27\nnr_throttled 3\nthrottled_time 5000000\n")
+    reader = CgroupReader(tmp_path)
+    path = reader.find_machine("/machine", 2, "vm")
+    assert path == "machine/qemu-2-vm.libvirt-qemu"
+    assert reader.read_signals(path, memory=False) == CgroupSignals(
+        cpu_periods=27, cpu_throttled_periods=3, cpu_throttled_seconds=0.005
+    )

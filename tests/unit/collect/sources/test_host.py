@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -14,10 +15,11 @@ from densityd.collect.sources.host import (
     HostSource,
     disk_usage,
     parse_meminfo,
+    read_host_pressure,
     read_ksm,
     read_shim_rss,
 )
-from densityd.model import DiskUsage, SourceReading
+from densityd.model import DiskUsage, Pressure, SourceReading
 from tests import paths
 
 PROC = paths.FIXTURES / "proc"
@@ -207,3 +209,51 @@ def test_read_shim_rss_without_proc_is_empty(tmp_path: Path) -> None:
 def test_disk_usage_device_tells_filesystems_apart(tmp_path: Path) -> None:
     assert disk_usage(str(tmp_path)).device == os.stat(tmp_path).st_dev
     assert disk_usage("/proc").device != disk_usage(str(tmp_path)).device
+
+
+def test_host_pressure_from_the_recorded_proc_pressure() -> None:
+    """``tests/fixtures/proc/pressure`` was recorded from this host (kernel 6.18, psi=1)."""
+    recorded = {
+        resource: [
+            int(field.split("=")[1]) / 1e6
+            for line in (PROC / "pressure" / resource).read_text().splitlines()
+            for field in line.split()
+            if field.startswith("total=")
+        ]
+        for resource in ("cpu", "memory", "io")
+    }
+    host = HostSource(proc_root=PROC).sample().host
+    assert host is not None
+    for resource, pressure in (
+        ("cpu", host.cpu_pressure),
+        ("memory", host.memory_pressure),
+        ("io", host.io_pressure),
+    ):
+        assert pressure == Pressure(*recorded[resource]), resource
+
+
+def test_host_pressure_absent_without_psi_and_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "meminfo").write_text((PROC / "meminfo").read_text())
+    source = HostSource(proc_root=tmp_path)
+    with caplog.at_level("INFO", logger="densityd.sources.host"):
+        for _ in range(3):
+            host = source.sample().host
+            assert host is not None
+            assert (host.cpu_pressure, host.memory_pressure, host.io_pressure) == (None,) * 3
+    said = [r.getMessage() for r in caplog.records if "pressure" in r.getMessage()]
+    assert len(said) == 1
+    assert "the kernel has no PSI" in said[0]
+
+
+def test_host_pressure_eopnotsupp_is_psi_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Booted with psi=0, /proc/pressure/* exist but reading them gives EOPNOTSUPP."""
+
+    def psi_off(self: Path, *args: object, **kwargs: object) -> str:
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported", str(self))
+
+    monkeypatch.setattr(Path, "read_text", psi_off)
+    pressures, reason = read_host_pressure(PROC / "pressure")
+    assert pressures == (None, None, None)
+    assert reason is not None and "EOPNOTSUPP" in reason and "psi=0" in reason
