@@ -35,25 +35,6 @@ README = (ROOT / "README.md").read_text()
 GLOBALS = {"__rate_interval": "5s", "__interval": "1s", "__range": "1m"}
 VARIABLE = re.compile(r"\$(?:\{(\w+)(?::\w+)?\}|(\w+))")
 METRIC = re.compile(r"\b(densityd_\w+)")
-# Families contracted in issue 15 that the branches `signals` (PSI, OOM kills, CPU throttling,
-# memory protections) and `netvm` (network, vCPU delay, hugepages) implement: panels may query
-# them before those branches are merged and document them in the README's metric table.
-# Once merged the README has them and this set is only a subset of it.
-CONTRACTED = frozenset(
-    {
-        "densityd_workload_pressure_seconds_total",
-        "densityd_host_pressure_seconds_total",
-        "densityd_container_oom_kills_total",
-        "densityd_workload_cpu_periods_total",
-        "densityd_workload_cpu_throttled_periods_total",
-        "densityd_workload_cpu_throttled_seconds_total",
-        "densityd_workload_network_receive_bytes_total",
-        "densityd_workload_network_transmit_bytes_total",
-        "densityd_vm_vcpu_delay_seconds_total",
-        "densityd_host_hugepages_bytes",
-        "densityd_host_hugepages_free_bytes",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -226,7 +207,7 @@ def test_every_metric_is_one_densityd_exports(name: str) -> None:
     for query in queries(name):
         names = set(METRIC.findall(query.expr))
         assert names, query.where()
-        assert names <= documented | CONTRACTED, f"not in the README's table: {query.where()}"
+        assert names <= documented, f"not in the README's table: {query.where()}"
         used |= names
     assert len(used) >= 10
 
