@@ -15,6 +15,7 @@ exported, as it is on a host that has been filling up for a while.
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +33,7 @@ from tests.integration.backends import (
     DockerCLI,
     PrometheusServer,
     VMs,
+    promtool,
 )
 from tests.integration.cgroups import cgroup_version
 from tests.unit.test_dashboards import (
@@ -186,6 +188,15 @@ def test_every_dashboard_query_returns_data(
         time.sleep(5)
         empty = empty_queries(prometheus, empty, instance)
     assert not empty, "dashboard queries without data:\n" + "\n".join(q.where() for q in empty)
+    # The exposition those panels read, every family of both kinds in it, is valid.
+    checked = subprocess.run(
+        [promtool(), "check", "metrics"],
+        input=daemon.metrics_text(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_pressure_queries_return_data_on_cgroup_v2(

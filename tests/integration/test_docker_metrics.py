@@ -27,7 +27,7 @@ from tests.integration.backends import (
     promtool,
     value_of,
 )
-from tests.integration.cgroups import cgroup_cpu_seconds, cgroup_working_set
+from tests.integration.cgroups import cgroup_cpu_seconds, cgroup_version, cgroup_working_set
 
 pytestmark = pytest.mark.integration
 
@@ -186,8 +186,9 @@ def test_stopped_container_keeps_limits_but_no_usage(
 def test_live_scrape_passes_promtool(
     daemon: Daemon, containers: Containers, tmp_path: Path
 ) -> None:
-    """``promtool check metrics`` accepts a live scrape with containers in every state."""
-    running = containers.run("--memory", "32m", "--cpus", "0.25")
+    """``promtool check metrics`` accepts a live scrape with containers in every state, the
+    starvation signals of this host's cgroup version among them."""
+    running = containers.run("--memory", "32m", "--memory-reservation", "16m", "--cpus", "0.25")
     containers.run(command="exit 3")
     daemon.wait_for(has_workload(running, "densityd_workload_memory_bytes"), what="container")
     text = daemon.metrics_text()
@@ -195,14 +196,23 @@ def test_live_scrape_passes_promtool(
         [promtool(), "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    per_version = {
+        1: ("densityd_container_memory_soft_limit_bytes",),
+        2: ("densityd_container_memory_low_bytes", "densityd_workload_pressure_seconds_total"),
+    }
     for family in (
         "densityd_workload_info",
         "densityd_workload_cpu_seconds_total",
         "densityd_host_memory_bytes",
         "densityd_source_up",
         "densityd_build_info",
+        "densityd_workload_cpu_periods_total",
+        "densityd_workload_cpu_throttled_seconds_total",
+        "densityd_container_oom_kills_total",
+        "densityd_host_pressure_seconds_total",
+        *per_version[cgroup_version()],
     ):
-        assert f"\n{family}" in text
+        assert f"\n{family}" in text, family
 
 
 def test_metadata_refreshed_after_docker_update(
