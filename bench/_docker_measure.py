@@ -31,6 +31,7 @@ from _common import (
 from _docker_cli import DockerCli
 
 from densityd.collect.sources.docker import DockerSource
+from densityd.collect.sources.netdev import read_interfaces
 
 # -- measurements ------------------------------------------------------------------------------
 
@@ -46,7 +47,7 @@ class DensitydTiming:
     cold_s: float
     steady_s: list[float]
     steady_cpu_s: list[float]  # this process's CPU time during each steady pass
-    # The starvation-signal files alone (pressure, cpu.stat throttling, OOM kills, memory
+    # The files issue 15 added, alone (pressure, cpu.stat throttling, OOM kills, memory
     # protection: ``CgroupReader.read_signals``) over every container the pass reads, per
     # round; they are part of each steady pass above.
     signal_reads_s: list[float] = field(default_factory=list)
@@ -161,11 +162,15 @@ def time_densityd_pass(names: set[str], repeat: int) -> DensitydTiming:
             steady_cpu.append(time.process_time() - cpu_start)
         usage_from = "cgroup files" if source.uses_cgroup_files() else "Engine stats API"
         paths = [m.cgroup_path for m in source._meta.values() if m.cgroup_path is not None]
+        # A container's network namespace is read only where it has one of its own.
+        pids = [m.net_pid for m in source._meta.values() if m.net_pid is not None]
         signal_reads: list[float] = []
         for _ in range(repeat):
             start = time.perf_counter()
             for path in paths:
                 source._cgroups.read_signals(path)
+            for pid in pids:
+                read_interfaces(source._proc_root, pid)
             signal_reads.append(time.perf_counter() - start)
     finally:
         source.close()
