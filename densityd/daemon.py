@@ -24,7 +24,6 @@ from densityd.history.recorder import HistoryRecorder
 from densityd.history.schema import HISTORY_FILE
 from densityd.history.store import HistoryStore
 from densityd.plan.live import LivePlan
-from densityd.serve.basic_auth import PasswordChecker, require_basic_auth
 from densityd.serve.connections import Limits
 from densityd.serve.exporter import Exposition
 from densityd.serve.web import WebServer, make_app
@@ -83,6 +82,9 @@ def run_daemon(settings: Settings) -> int:
         plan=live_plan,
     )
     if web_config is not None:
+        # bcrypt only with a web config file (its users): most daemons have none.
+        from densityd.serve.basic_auth import PasswordChecker, require_basic_auth
+
         # Half the workers at most wait for bcrypt: the others stay free for scrapes.
         checker = PasswordChecker(max_waiting=max(1, settings.web_workers // 2))
         app = require_basic_auth(app, lambda: web_config.current().users, checker)

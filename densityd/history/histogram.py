@@ -139,6 +139,62 @@ class RateHistogram:
         return bucket_rate(buckets[bisect_left(cumulative, rank)])
 
 
+class RunningPercentile:
+    """One histogram's nearest-rank percentile, kept up to date as counts are added.
+
+    ``RateHistogram.percentile`` walks every bucket; a live reader that adds one count per
+    pass asks this instead, which moves in O(1) while the percentile stays in its bucket and
+    walks again only when it leaves it. The answer is ``RateHistogram.percentile``'s.
+    """
+
+    __slots__ = ("_at", "_below", "_bucket", "_fraction", "_hist", "_total")
+
+    def __init__(self, hist: RateHistogram, fraction: float) -> None:
+        self._hist = hist
+        self._fraction = fraction
+        self._bucket: int | None = None
+        self._below = self._at = self._total = 0
+        self._walk()
+
+    def _rank(self, total: int) -> int:
+        return max(1, math.ceil(self._fraction * total - 1e-9))  # as ``percentile``
+
+    def _walk(self) -> None:
+        """Find the percentile's bucket and the counts below and in it."""
+        counts = self._hist.counts
+        positive = sorted((b, c) for b, c in counts.items() if c > 0)
+        total = sum(c for _, c in positive)
+        self._bucket, self._total = None, total
+        if not total:
+            return
+        rank, below = self._rank(total), 0
+        for bucket, count in positive:
+            if below + count >= rank:
+                self._bucket, self._below, self._at = bucket, below, count
+                return
+            below += count
+
+    def add(self, bucket: int, count: int = 1) -> None:
+        """Add ``count`` (> 0) to one bucket of the histogram, and move the percentile on."""
+        counts = self._hist.counts
+        before = counts.get(bucket, 0)
+        counts[bucket] = before + count
+        if before < 0 or self._bucket is None:
+            self._walk()  # a drifted count or a first one: walk
+            return
+        self._total += count
+        if bucket < self._bucket:
+            self._below += count
+        elif bucket == self._bucket:
+            self._at += count
+        if not self._below < self._rank(self._total) <= self._below + self._at:
+            self._walk()
+
+    def value(self) -> float | None:
+        """The percentile, ``None`` without counts."""
+        return None if self._bucket is None else bucket_rate(self._bucket)
+
+
 def hist_merge(stored: bytes | None, change: bytes | None, sign: int) -> bytes:
     """SQL ``hist_merge(a, b, sign)``: the histogram blob ``a`` plus ``sign`` times ``b``."""
     values, delta = _pairs(stored), _pairs(change)

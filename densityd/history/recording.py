@@ -149,7 +149,7 @@ class _Period:
 
 
 @dataclass
-class _Batch:
+class Batch:
     """What a batch of passes writes, summed per row before any of it is written.
 
     It also carries the in-memory state as it will be once the batch is committed (new wids
@@ -207,11 +207,11 @@ class PassWriter:
         self._last_pass: float | None = None
         self._data_version = 0
 
-    def batch(self) -> _Batch:
+    def batch(self) -> Batch:
         """A new batch, starting from the committed state."""
-        return _Batch(deque(self._intervals, maxlen=_INTERVALS_KEPT), self._last_pass)
+        return Batch(deque(self._intervals, maxlen=_INTERVALS_KEPT), self._last_pass)
 
-    def commit(self, batch: _Batch) -> None:
+    def commit(self, batch: Batch) -> None:
         """Move the state on to a batch that was committed."""
         self._wids.update(batch.wids)
         self._meta.update(batch.meta)
@@ -255,18 +255,21 @@ class PassWriter:
         self._intervals.extend(b - a for a, b in pairwise(times))
         self._last_pass = times[-1] if times else None
 
-    def follow_other_writers(self, conn: sqlite3.Connection) -> None:
-        """Reload the in-memory state if another connection wrote since our last transaction.
+    def follow_other_writers(self, conn: sqlite3.Connection) -> bool:
+        """Reload the in-memory state if another connection wrote since our last transaction;
+        whether it did.
 
         Only the daemon should write a store, but a second writer (a stray second daemon)
         must not make this one write rows under wids it has since pruned.
         """
         version = int(conn.execute("PRAGMA data_version").fetchone()[0])
-        if version != self._data_version:
-            self.load(conn)
-            self._data_version = version
+        if version == self._data_version:
+            return False
+        self.load(conn)
+        self._data_version = version
+        return True
 
-    def _wid(self, conn: sqlite3.Connection, batch: _Batch, w: WorkloadSample, now: int) -> int:
+    def _wid(self, conn: sqlite3.Connection, batch: Batch, w: WorkloadSample, now: int) -> int:
         """The workload's wid, inserting it when new; notes changed names, images, limits."""
         key = (str(w.kind), w.id)
         meta: _Meta = (
@@ -289,7 +292,7 @@ class PassWriter:
             batch.meta[wid] = meta
         return wid
 
-    def add_pass(self, conn: sqlite3.Connection, batch: _Batch, snapshot: Snapshot) -> None:
+    def add_pass(self, conn: sqlite3.Connection, batch: Batch, snapshot: Snapshot) -> None:
         """Add one pass's rows to the batch, with each workload's CPU rate since its last."""
         ts = snapshot.timestamp
         second = round(ts)
@@ -388,7 +391,7 @@ class PassWriter:
                 self._previous.pop(wid, None)
 
 
-def write_batch(conn: sqlite3.Connection, batch: _Batch) -> None:
+def write_batch(conn: sqlite3.Connection, batch: Batch) -> None:
     """Write a batch's rows, each upsert adding to what the row held."""
     conn.executemany(_INSERT_SAMPLE, batch.samples)
     conn.executemany(

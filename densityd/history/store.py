@@ -43,17 +43,19 @@ One process writes a store at a time (the daemon); readers in other processes ar
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from densityd.history import summaries
 from densityd.history.histogram import hist_merge
-from densityd.history.recording import VACUUM_SLACK, PassWriter, roll_up, write_batch
+from densityd.history.recording import VACUUM_SLACK, Batch, PassWriter, roll_up, write_batch
 from densityd.history.schema import (
     BUSY_TIMEOUT_SECONDS,
     HISTORY_FILE,
@@ -72,6 +74,21 @@ from densityd.plan.core.model import TrendPoint, WorkloadHistory
 # The rollup works in slices of this length, one transaction each: the WAL stays small even
 # when the daemon was down for days.
 _ROLLUP_CHUNK_SECONDS = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """How far the store has moved on, for a reader that keeps its reads in memory
+    (``history.window``).
+
+    ``appends`` counts the passes recorded one at a time in time order, ``rewrites``
+    everything else that can change what a read returns (a backfill, a late pass, a prune
+    that dropped rows, another writer). ``last`` is the latest appended pass, as written.
+    """
+
+    rewrites: int
+    appends: int
+    last: Batch | None
 
 
 class HistoryStore:
@@ -97,6 +114,9 @@ class HistoryStore:
         self._read_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
         self._passes = PassWriter()
+        self._rewrites = 0
+        self._appends = 0
+        self._last_append: Batch | None = None
         if readonly:
             if not path.is_file():
                 raise StoreError(f"no history at {path}")
@@ -218,6 +238,10 @@ class HistoryStore:
                 rollback(conn)
                 raise
 
+    def reading(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One read transaction on the read connection (``history.window`` reads through it)."""
+        return self._read()
+
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """One read transaction: all its queries see the same committed state."""
@@ -243,14 +267,35 @@ class HistoryStore:
         passes = sorted(snapshots, key=lambda s: s.timestamp)
         with self._write_lock:
             with self._write() as conn:
-                self._passes.follow_other_writers(conn)
+                if self._passes.follow_other_writers(conn):
+                    self._rewrites += 1
                 batch = self._passes.batch()
+                appended = len(passes) == 1 and (
+                    batch.last_pass is None or passes[0].timestamp >= batch.last_pass
+                )
                 for snapshot in passes:
                     self._passes.add_pass(conn, batch, snapshot)
                 write_batch(conn, batch)
             # Committed: only now does the in-memory state move on, so a pass that failed
             # (disk full) leaves the next one to measure its rates from the last samples.
             self._passes.commit(batch)
+            if appended:
+                self._appends += 1
+                self._last_append = batch
+            else:
+                self._rewrites += 1
+                self._last_append = None
+
+    def changes(self) -> Changes:
+        """How far the store has moved on (``Changes``), as of the last committed write."""
+        with self._write_lock:
+            return Changes(self._rewrites, self._appends, self._last_append)
+
+    @contextmanager
+    def pinned(self) -> Iterator[Changes]:
+        """Hold off writes while the caller reads: the reads see the state ``Changes`` names."""
+        with self._write_lock:
+            yield Changes(self._rewrites, self._appends, self._last_append)
 
     # -- maintenance -----------------------------------------------------------------------
 
@@ -275,7 +320,12 @@ class HistoryStore:
                 chunk_end = floor_to(oldest, _ROLLUP_CHUNK_SECONDS) + _ROLLUP_CHUNK_SECONDS
                 roll_up(conn, min(rollup_before, chunk_end))
         with self._write(action) as conn:
+            before = conn.total_changes
             self._passes.prune(conn, now, self.raw_seconds, self.retention_seconds)
+            pruned = conn.total_changes != before
+        if pruned:
+            with self._write_lock:
+                self._rewrites += 1
         with self._write_lock, errors(self.path, action):
             assert self._writer is not None  # _write above raised otherwise
             conn = self._writer

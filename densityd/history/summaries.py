@@ -25,7 +25,7 @@ _FOREVER = 2**62
 
 
 @dataclass(frozen=True, slots=True)
-class _Selection:
+class Selection:
     """The summary periods one window is read from, in time order.
 
     ``ranges`` are ``(period, first start, last start)``, inclusive; ``days`` is the run of
@@ -36,12 +36,12 @@ class _Selection:
     days: tuple[int, int] | None
 
 
-def select_periods(since: float, until: float | None, hourly_from: int | None) -> _Selection:
+def select_periods(since: float, until: float | None, hourly_from: int | None) -> Selection:
     """The periods overlapping ``[since, until]``: see the module docstring for the rounding."""
     start = math.floor(since)
     end = None if until is None else math.floor(until)
     if end is not None and end < start:
-        return _Selection((), None)
+        return Selection((), None)
     first_day = floor_to(start, DAY)
     last_day = None if end is None else floor_to(end, DAY)
 
@@ -52,8 +52,8 @@ def select_periods(since: float, until: float | None, hourly_from: int | None) -
     ends_inside = end is not None and last_day is not None and end < last_day + DAY - 1
     if end is not None and last_day == first_day:
         if (starts_inside or ends_inside) and hourly(start):
-            return _Selection(((HOUR, floor_to(start, HOUR), floor_to(end, HOUR)),), None)
-        return _Selection(((DAY, first_day, first_day),), (first_day, first_day))
+            return Selection(((HOUR, floor_to(start, HOUR), floor_to(end, HOUR)),), None)
+        return Selection(((DAY, first_day, first_day),), (first_day, first_day))
     head: list[tuple[int, int, int]] = []
     tail: list[tuple[int, int, int]] = []
     day_lo, day_hi = first_day, _FOREVER if last_day is None else last_day
@@ -64,12 +64,12 @@ def select_periods(since: float, until: float | None, hourly_from: int | None) -
         tail.append((HOUR, last_day, floor_to(end, HOUR)))
         day_hi -= DAY
     if day_lo > day_hi:
-        return _Selection((*head, *tail), None)
-    return _Selection((*head, (DAY, day_lo, day_hi), *tail), (day_lo, day_hi))
+        return Selection((*head, *tail), None)
+    return Selection((*head, (DAY, day_lo, day_hi), *tail), (day_lo, day_hi))
 
 
 @dataclass(slots=True)
-class _Span:
+class Span:
     """One workload's summary over a window, merged from its period rows."""
 
     first: int
@@ -77,6 +77,18 @@ class _Span:
     memory: int | None
     disk_first: int | None
     disk_last: int | None
+
+    def take(
+        self, last: int, memory: int | None, disk_first: int | None, disk_last: int | None
+    ) -> None:
+        """Take in a later period row of the same workload (rows come in time order)."""
+        self.last = last
+        if memory is not None and (self.memory is None or memory > self.memory):
+            self.memory = memory
+        if self.disk_first is None:
+            self.disk_first = disk_first
+        if disk_last is not None:
+            self.disk_last = disk_last
 
 
 def _float(value: int | None) -> float | None:
@@ -95,28 +107,40 @@ def workload_history(
     """
     if not 0 < percentile <= 1:
         raise ValueError(f"percentile must be in (0, 1], got {percentile}")
-    selection = select_periods(since, until, _hourly_from(conn))
-    spans = _summaries(conn, selection)
-    rates = _cpu_histograms(conn, selection)
-    names = _names(conn)
+    selection = select_periods(since, until, hourly_from(conn))
+    merged = spans(conn, selection)
+    rates = cpu_histograms(conn, selection)
+    names = workload_names(conn)
     found: dict[tuple[str, str], WorkloadHistory] = {}
-    for wid, span in spans.items():
-        if wid not in names:
-            continue
-        kind, ext_id, name = names[wid]
+    for wid, span in merged.items():
         hist = rates.get(wid)
-        found[(kind, ext_id)] = WorkloadHistory(
-            kind=WorkloadKind(kind),
-            id=ext_id,
-            name=name,
-            first_timestamp=float(span.first),
-            last_timestamp=float(span.last),
-            cpu_rate_percentile=None if hist is None else hist.percentile(percentile),
-            memory_max=_float(span.memory),
-            disk_first=_float(span.disk_first),
-            disk_last=_float(span.disk_last),
-        )
+        rate = None if hist is None else hist.percentile(percentile)
+        item = workload_item(names.get(wid), span, rate)
+        if item is not None:
+            found[(item.kind.value, item.id)] = item
     return found
+
+
+def workload_item(
+    named: tuple[str, str, str] | None,
+    span: Span,
+    cpu_rate_percentile: float | None,
+) -> WorkloadHistory | None:
+    """One workload's ``WorkloadHistory`` from its merged rows; ``None`` for a wid unnamed."""
+    if named is None:
+        return None
+    kind, ext_id, name = named
+    return WorkloadHistory(
+        kind=WorkloadKind(kind),
+        id=ext_id,
+        name=name,
+        first_timestamp=float(span.first),
+        last_timestamp=float(span.last),
+        cpu_rate_percentile=cpu_rate_percentile,
+        memory_max=_float(span.memory),
+        disk_first=_float(span.disk_first),
+        disk_last=_float(span.disk_last),
+    )
 
 
 def trend(
@@ -139,16 +163,14 @@ def trend(
     """
     if keys is not None and not keys:
         return []
-    hourly_from = _hourly_from(conn)
-    start = max(since, _oldest(conn) or since)
-    period = HOUR if hourly_from is not None and hourly_from <= floor_to(start, HOUR) else DAY
+    period = trend_period(since, hourly_from(conn), _oldest(conn))
     condition = ""
     params: list[int | str] = [period, math.floor(since) - period]
     if keys is not None or kind is not None:
         wanted = None if keys is None else {(str(k), ext_id) for k, ext_id in keys}
         wids = [
             wid
-            for wid, (k, ext_id, _name) in _names(conn).items()
+            for wid, (k, ext_id, _name) in workload_names(conn).items()
             if (wanted is None or (k, ext_id) in wanted) and (kind is None or k == kind)
         ]
         condition = "AND wid IN (SELECT value FROM json_each(?))"
@@ -183,6 +205,13 @@ def trend(
     ]
 
 
+def trend_period(since: float, hourly_from: int | None, oldest: float | None) -> int:
+    """The period the trend since ``since`` is summed over: hours when the hourly rows hold
+    all the data since then, else days (``trend``)."""
+    start = max(since, oldest or since)
+    return HOUR if hourly_from is not None and hourly_from <= floor_to(start, HOUR) else DAY
+
+
 def host_history(conn: sqlite3.Connection, since: float) -> list[tuple[float, HostSample]]:
     """The host's capacity per pass (per 5 minutes, the worst case, past ``raw_seconds``)."""
     found: list[tuple[float, HostSample]] = []
@@ -202,22 +231,22 @@ def oldest_timestamp(conn: sqlite3.Connection) -> float | None:
     return _oldest(conn)
 
 
-def _hourly_from(conn: sqlite3.Connection) -> int | None:
+def hourly_from(conn: sqlite3.Connection) -> int | None:
     """The start of the oldest hourly row still kept; ``None`` when there is none."""
     row = conn.execute("SELECT MIN(period_start) FROM summary WHERE period = ?", (HOUR,))
     value = row.fetchone()[0]
     return None if value is None else int(value)
 
 
-def _names(conn: sqlite3.Connection) -> dict[int, tuple[str, str, str]]:
+def workload_names(conn: sqlite3.Connection) -> dict[int, tuple[str, str, str]]:
     """Every workload's kind, ID and latest name, by wid."""
     rows = conn.execute("SELECT wid, kind, ext_id, name FROM workloads")
     return {wid: (kind, ext_id, name) for wid, kind, ext_id, name in rows}
 
 
-def _summaries(conn: sqlite3.Connection, selection: _Selection) -> dict[int, _Span]:
+def spans(conn: sqlite3.Connection, selection: Selection) -> dict[int, Span]:
     """Per wid its summary over the selected periods."""
-    spans: dict[int, _Span] = {}
+    found: dict[int, Span] = {}
     # Range by range and row by row in time order, so first and last are what they say.
     for period, first, last in selection.ranges:
         rows = conn.execute(
@@ -226,21 +255,15 @@ def _summaries(conn: sqlite3.Connection, selection: _Selection) -> dict[int, _Sp
             (period, first, last),
         )
         for wid, first_ts, last_ts, memory, disk_first, disk_last in rows:
-            span = spans.get(wid)
+            span = found.get(wid)
             if span is None:
-                spans[wid] = _Span(first_ts, last_ts, memory, disk_first, disk_last)
-                continue
-            span.last = last_ts
-            if memory is not None and (span.memory is None or memory > span.memory):
-                span.memory = memory
-            if span.disk_first is None:
-                span.disk_first = disk_first
-            if disk_last is not None:
-                span.disk_last = disk_last
-    return spans
+                found[wid] = Span(first_ts, last_ts, memory, disk_first, disk_last)
+            else:
+                span.take(last_ts, memory, disk_first, disk_last)
+    return found
 
 
-def _cpu_histograms(conn: sqlite3.Connection, selection: _Selection) -> dict[int, RateHistogram]:
+def cpu_histograms(conn: sqlite3.Connection, selection: Selection) -> dict[int, RateHistogram]:
     """Per wid the CPU-rate histogram over the selected periods.
 
     When the window leaves out fewer days than it takes in, it is read as the totals

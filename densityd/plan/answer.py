@@ -2,9 +2,8 @@
 
 ``densityd plan``, the daemon's ``densityd_plan_remaining`` gauges and ``/api/v1/plan`` all
 come through ``plan_document`` for one host, so that they give the same answer for the same
-data; ``fleet_plan`` answers the same requests for every host Prometheus shows (each host's
-number equals what ``densityd plan`` on that host answers), and ``pack_request`` places
-several shapes at once over one host or many.
+data. What only the commands answer (a fleet, several shapes at once, the rightsizing
+report) is in ``plan.command_answer``, so that the daemon imports none of it.
 """
 
 from __future__ import annotations
@@ -14,19 +13,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from densityd.model import WorkloadKind
-from densityd.plan.core import packing
 from densityd.plan.core.cost import MEASURED, MEASURED_DISK_FROM, guest_os_baseline
 from densityd.plan.core.demand import default_profile, like_profile
-from densityd.plan.core.fleet import FleetAnswer, HostUse, fleet_answers, pack_fleet
-from densityd.plan.core.model import Answer, PlanSettings, Profile, Resource, View, WorkloadDemand
+from densityd.plan.core.model import Answer, PlanSettings, Profile, Resource, WorkloadDemand
 from densityd.plan.core.rightsize import Recommendation, recommendation, rightsized
-from densityd.plan.core.slots import answers, compare_ratio, for_host, headline, usable
-from densityd.plan.inputs.fleet import Fleet
+from densityd.plan.core.slots import answers, compare_ratio, headline
 from densityd.plan.inputs.local import PlanContext
-from densityd.plan.output.local import plan_document as render_document
-from densityd.plan.output.local import settings_assumptions
-from densityd.plan.output.rightsize import rightsizing_document
-from densityd.plan.request import KINDS, PackingRequest, PlanRequest, PlanRequestError
+from densityd.plan.output.document import plan_document as render_document
+from densityd.plan.output.document import settings_assumptions
+from densityd.plan.request import KINDS, PlanRequest, PlanRequestError
 
 
 def shapes(
@@ -98,19 +93,6 @@ def rightsized_answers(context: PlanContext, request: PlanRequest) -> list[Answe
 def recommendations(context: PlanContext) -> list[Recommendation]:
     """Every workload in scope's recommendation, in the context's order."""
     return [recommendation(demand, context.settings) for demand in context.demands]
-
-
-def rightsizing(context: PlanContext, requests: Sequence[PlanRequest], top: int) -> dict[str, Any]:
-    """The ``rightsizing`` part of the plan document (``output.rightsize``) for the requests:
-    today's answers next to the rightsized ones, and every workload's recommendation."""
-    today: list[Answer] = []
-    resized: list[Answer] = []
-    for request in requests:
-        today.extend(plan_answers(context, request))
-        resized.extend(rightsized_answers(context, request))
-    host = context.inputs(WorkloadKind.CONTAINER).host
-    room = usable(host, View.ALLOCATION, for_host(context.settings, host))
-    return rightsizing_document(today, resized, recommendations(context), room, top)
 
 
 def host_summary(context: PlanContext) -> dict[str, Any]:
@@ -192,53 +174,3 @@ def headlines(found: Sequence[Answer]) -> list[Answer]:
     for item in found:
         groups.setdefault((item.kind, item.profile), []).append(item)
     return [headline(group) for group in groups.values()]
-
-
-# -- a fleet ---------------------------------------------------------------------------------
-
-
-def _per_host_only(shape: Profile, kind: WorkloadKind, option: str) -> None:
-    """Huge pages are planned on one host only: the fleet and packing paths do not carry the
-    pools, and leaving them out would charge a hugepage VM nothing for its guest RAM."""
-    if kind is WorkloadKind.VM and shape.hugepages:
-        raise PlanRequestError(
-            f"{option}: profile {shape.name} is backed by huge pages, which are planned per "
-            "host only (densityd plan on the host, or its densityd_plan_* series)"
-        )
-
-
-def fleet_plan(
-    fleet: Fleet, requests: Sequence[PlanRequest]
-) -> tuple[list[FleetAnswer], dict[str, str]]:
-    """Every fleet answer the requests ask for, and where each shape came from."""
-    found: list[FleetAnswer] = []
-    origins: dict[str, str] = {}
-    for request in requests:
-        for kind, shape in shapes(fleet.demands, request, where=" on any host"):
-            _per_host_only(shape, kind, "--prometheus")
-            origins[shape.name] = shape.origin
-            found.append(
-                fleet_answers(fleet.inputs(kind), shape, kind, request.views, fleet.settings)
-            )
-    return found, origins
-
-
-# -- several shapes at once ------------------------------------------------------------------
-
-
-def pack_request(
-    uses: Sequence[HostUse],
-    request: PackingRequest,
-    views: Sequence[View],
-    settings: PlanSettings,
-) -> packing.Packing:
-    """Pack the request over the hosts' uses (``fleet.host_use`` of each host's inputs)."""
-    for profile, _count in request.shapes:
-        _per_host_only(profile, request.kind, "--count")
-    return pack_fleet(
-        uses,
-        [(profile, request.kind, count) for profile, count in request.shapes],
-        views,
-        settings,
-        request.new_host,
-    )

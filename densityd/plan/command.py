@@ -169,7 +169,7 @@ def local_command(
     # Imported here: a plan the daemon answers needs none of the sampling or the history.
     from densityd.collect.once import take_samples
     from densityd.model import cpu_rates
-    from densityd.plan.answer import pack_request, rightsizing
+    from densityd.plan.command_answer import pack_request, rightsizing
     from densityd.plan.core.fleet import host_use
     from densityd.plan.inputs.local import plan_context, read_history
     from densityd.plan.output.packing import packing_document
@@ -253,7 +253,7 @@ def fleet_command(
     packing: PackingRequest | None,
 ) -> int:
     """Plan every host Prometheus shows; exit status as ``plan_command`` says."""
-    from densityd.plan.answer import fleet_plan, pack_request
+    from densityd.plan.command_answer import fleet_plan, pack_request
     from densityd.plan.core.fleet import host_use
     from densityd.plan.inputs.fleet import load_fleet
     from densityd.plan.inputs.prometheus import PrometheusClient, PrometheusError, connection

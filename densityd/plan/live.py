@@ -2,7 +2,10 @@
 
 At each snapshot the configured profiles (default: the median container and the median VM)
 are planned against the local history and exported as ``densityd_plan_*`` gauges;
-``/api/v1/plan`` answers any profile on demand from the same snapshot and history.
+``/api/v1/plan`` answers any profile on demand from the same snapshot and history. The
+history is followed in memory (``history.window.FollowedHistory``): a pass reads the file
+only when its summaries can have changed otherwise than by the pass just recorded (a new
+hour or day of the window, a prune), with the same answers as reading it whole.
 
 What each plan is made against is exported too (``inputs.basis.PlanBasis``), so that
 ``densityd plan --prometheus`` can rebuild this host's planner inputs from Prometheus and
@@ -20,6 +23,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from densityd.config import Settings
 from densityd.history.store import HistoryStore
+from densityd.history.window import FollowedHistory
 from densityd.model import Snapshot, WorkloadKind, cpu_rates
 from densityd.plan.answer import (
     headlines,
@@ -33,7 +37,7 @@ from densityd.plan.core.quantity import parse_profile
 from densityd.plan.core.rightsize import Recommendation
 from densityd.plan.inputs.basis import PlanBasis, plan_basis
 from densityd.plan.inputs.last_known import Carried, LastKnown
-from densityd.plan.inputs.local import PlanContext, plan_context, read_history
+from densityd.plan.inputs.local import HistoryReads, PlanContext, plan_context, read_history
 from densityd.plan.request import PlanRequest, PlanRequestError
 
 log = logging.getLogger("densityd.plan")
@@ -47,10 +51,15 @@ class LivePlan:
         settings: Settings,
         data_dirs: Callable[[], Mapping[WorkloadKind, Sequence[str]]],
         store: Callable[[], HistoryStore | None],
+        *,
+        follow_history: bool = True,
     ) -> None:
         self._settings = settings
         self._data_dirs = data_dirs
         self._store = store
+        # False reads the whole history at every pass (the reference the tests compare to).
+        self._follow_history = follow_history
+        self._followed: FollowedHistory | None = None
         self._profiles: tuple[Profile, ...] = tuple(
             parse_profile(text, option="plan_profiles") for text in settings.plan_profiles
         )
@@ -109,9 +118,18 @@ class LivePlan:
             self._recommendations = tuple(running)
             self._basis = basis
 
+    def _history(self) -> HistoryReads | None:
+        """The store's reads, followed in memory unless told otherwise."""
+        store = self._store()
+        if store is None or not self._follow_history:
+            return store
+        if self._followed is None or self._followed.store is not store:
+            self._followed = FollowedHistory(store)  # a store reopened starts afresh
+        return self._followed
+
     def _build_context(self, carried: Carried) -> PlanContext:
         snapshot = carried.snapshot
-        history = read_history(self._store(), snapshot, self._settings)
+        history = read_history(self._history(), snapshot, self._settings)
         return plan_context(
             snapshot,
             history,

@@ -2,8 +2,9 @@
 
 ``densityd plan --profile web=cpu=0.5,memory=512Mi --profile db=cpu=2,memory=8Gi --count
 web=40 --count db=5 [--new-host cpu=16,memory=64Gi,disk=1Ti]`` asks to place the copies
-over the hosts (one host's local data, or every host Prometheus shows; ``answer.pack_request``
-packs them by first-fit-decreasing with a dot-product host score, ``plan.core.packing``).
+over the hosts (one host's local data, or every host Prometheus shows;
+``command_answer.pack_request`` packs them by first-fit-decreasing with a dot-product host
+score, ``plan.core.packing``).
 A copy must fit in every view asked for, as one shape's headline is its stricter view.
 
 The same request as a file (``--packing-file``)::
@@ -21,8 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from densityd.model import WorkloadKind
 from densityd.plan.core.model import RESOURCES, Profile, Resources, View
@@ -103,6 +102,8 @@ def read_packing_file(path: str | Path) -> tuple[list[Profile], dict[str, int], 
 
     ``PackingRequestError`` (or ``QuantityError``) names the file and the key at fault.
     """
+    import yaml  # only for a packing file: the daemon never reads one
+
     where = f"--packing-file {path}"
     try:
         document = yaml.safe_load(Path(path).read_text())

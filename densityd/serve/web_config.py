@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from densityd.config import ConfigError
@@ -104,6 +103,8 @@ class WebConfig:
 
 def parse_web_config(text: str, path: Path) -> WebConfig:
     """Parse and check the YAML of ``path``; raise ``ConfigError`` naming the file and key."""
+    import yaml  # only with a web config file: most daemons have none
+
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 from densityd.config import Settings
 from densityd.history.schema import HISTORY_FILE
 from densityd.plan.core.model import RESOURCES, Resource
-from densityd.plan.output.local import PLAN_SCHEMA, settings_assumptions
+from densityd.plan.output.document import PLAN_SCHEMA, settings_assumptions
 
 # The assumptions a user configures (``Settings.plan_settings``); the others in the document
 # (the shim's size, QEMU's calibration, the measured guest OS) are measured by whoever plans.

@@ -12,12 +12,12 @@ from __future__ import annotations
 import fnmatch
 import logging
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from densityd.config import Settings
 from densityd.history.schema import StoreError
-from densityd.history.store import HistoryStore
 from densityd.model import DiskUsage, HostSample, Snapshot, WorkloadKind, WorkloadSample
 from densityd.plan.core.cost import (
     MEASURED,
@@ -73,7 +73,22 @@ def in_scope(workload: WorkloadSample, scopes: Sequence[str]) -> bool:
     )
 
 
-def read_history(store: HistoryStore | None, snapshot: Snapshot, settings: Settings) -> History:
+class HistoryReads(Protocol):
+    """The reads a plan makes of the history: ``HistoryStore``'s, or the daemon's
+    ``history.window.FollowedHistory`` (the same answers, kept in memory between passes)."""
+
+    def workload_history(
+        self, since: float, percentile: float = ...
+    ) -> Mapping[tuple[str, str], WorkloadHistory]: ...
+
+    def trend(
+        self, since: float, keys: Collection[tuple[str, str]] | None = ..., kind: str | None = ...
+    ) -> Sequence[TrendPoint]: ...
+
+    def oldest_timestamp(self) -> float | None: ...
+
+
+def read_history(store: HistoryReads | None, snapshot: Snapshot, settings: Settings) -> History:
     """The history summaries over the window, or an empty history saying why there is none.
 
     The trend sums only the workloads in scope, as they are the ones the plan counts.
@@ -251,6 +266,8 @@ class PlanContext:
     notes: tuple[str, ...]
     # Why a kind was planned on another kind's filesystem, by kind (absent: on its own).
     disk_fallbacks: Mapping[WorkloadKind, str] = field(default_factory=dict)
+    # ``inputs(kind)`` once made: every answer of a plan asks for it again.
+    _inputs: dict[WorkloadKind, PlanInputs] = field(default_factory=dict, compare=False, repr=False)
 
     @staticmethod
     def _elsewhere(disk: DiskUsage | None, other: DiskUsage | None) -> bool:
@@ -259,6 +276,12 @@ class PlanContext:
 
     def inputs(self, kind: WorkloadKind) -> PlanInputs:
         """The planner's inputs for one kind: its data disk, and what lives on it."""
+        found = self._inputs.get(kind)
+        if found is None:
+            found = self._inputs[kind] = self._make_inputs(kind)
+        return found
+
+    def _make_inputs(self, kind: WorkloadKind) -> PlanInputs:
         host = self.snapshot.host
         if host is None:
             raise PlanRequestError("the host could not be sampled, so there is nothing to plan")

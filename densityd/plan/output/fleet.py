@@ -51,13 +51,8 @@ from densityd.model import WorkloadKind
 from densityd.plan.core.fleet import FleetAnswer, HostAnswer, shape_cost
 from densityd.plan.core.model import RESOURCES, Profile, Resource, Resources
 from densityd.plan.inputs.fleet import Fleet, FleetHost
-from densityd.plan.output.local import (
-    OVERHEAD_LABELS,
-    RESOURCE_KEYS,
-    TIMES,
-    plan_table,
-    settings_assumptions,
-)
+from densityd.plan.output.document import RESOURCE_KEYS, settings_assumptions
+from densityd.plan.output.local import OVERHEAD_LABELS, TIMES, plan_table
 from densityd.plan.request import KINDS
 from densityd.units import human_bytes, human_duration, wrap
 

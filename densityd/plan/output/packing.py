@@ -14,7 +14,7 @@ from tabulate import tabulate
 from densityd.model import WorkloadKind
 from densityd.plan.core import packing
 from densityd.plan.core.model import RESOURCES, Resource, Resources, View
-from densityd.plan.output.local import RESOURCE_KEYS
+from densityd.plan.output.document import RESOURCE_KEYS
 from densityd.plan.request import PackingRequest
 from densityd.units import WIDTH, human_bytes, wrap
 

@@ -22,7 +22,8 @@ from densityd.model import (
     WorkloadKind,
     WorkloadSample,
 )
-from densityd.plan.answer import pack_request, plan_answers, plan_document
+from densityd.plan.answer import plan_answers, plan_document
+from densityd.plan.command_answer import pack_request
 from densityd.plan.core.model import MIB, PlanSettings, Resource, View
 from densityd.plan.core.quantity import QuantityError, parse_profile
 from densityd.plan.inputs.local import NO_HISTORY, plan_context

@@ -220,3 +220,67 @@ def test_a_missed_docker_pass_keeps_the_plan_and_a_long_outage_withholds_it() ->
     assert back["densityd_plan_remaining"] == before["densityd_plan_remaining"]
     assert back["densityd_plan_withheld"] == {frozenset(): 0.0}
     assert back["densityd_plan_workloads_age_seconds"] == {frozenset({("source", "docker")}): 0.0}
+
+
+def test_following_the_history_plans_as_reading_it_whole(tmp_path: Path) -> None:
+    """Issue 16: the live plan follows the history in memory; every pass's series and
+    documents equal those of a plan that reads the whole history at that pass."""
+    from densityd.history.schema import DAY, HOUR
+    from densityd.history.store import HistoryStore
+    from tests.unit.history.test_window import STEP, T0, Run
+    from tests.unit.plan.inputs.test_local import host
+
+    run = Run(seed=12)
+    for _ in range(5):
+        run.add()
+    run.add(WorkloadKind.VM)
+    run.add(WorkloadKind.VM)
+    with HistoryStore.open(tmp_path, raw_seconds=HOUR, retention_seconds=2 * DAY) as store:
+        plans = [
+            LivePlan(
+                load_settings({"state_dir": tmp_path, "interval": STEP, **flags}),
+                data_dirs=lambda: DIRS,
+                store=lambda: store,
+                follow_history=follow,
+            )
+            for flags in ({}, {"window": "1h", "plan_profiles": ["small=cpu=0.5,memory=256Mi"]})
+            for follow in (True, False)
+        ]
+        ts = float(T0)
+        for step in range(100):  # past the end of an hour and of a day, with prunes
+            if step % 17 == 3:
+                run.add(run.rng.choice(list(WorkloadKind)))
+            if step % 23 == 7:
+                del run.workloads[run.rng.choice(sorted(run.workloads))]
+            if step % 29 == 5:
+                wid = run.rng.choice(sorted(run.workloads))
+                w = run.workloads[wid]
+                run.workloads[wid] = dataclasses.replace(
+                    w, name=w.name + "-x", cpu_limit_cores=2.0, memory_limit_bytes=1 << 30
+                )
+            taken = dataclasses.replace(run.snapshot(ts), host=host())
+            docker_up = step % 41 not in (20, 21)  # Docker misses two passes now and then
+            status = SourceStatus("docker", docker_up, 0.01, 0, ts if docker_up else None)
+            if not docker_up:
+                taken = dataclasses.replace(
+                    taken, workloads=tuple(w for w in taken.workloads if w.kind is WorkloadKind.VM)
+                )
+            taken = dataclasses.replace(taken, sources=(status,))
+            store.record(taken)
+            if step % 20 == 19:
+                store.maintain(ts)
+            for plan in plans:
+                plan.update(taken)
+            for followed, whole in (plans[0:2], plans[2:4]):
+                assert samples(followed) == samples(whole), step
+                for request in (PlanRequest(), PlanRequest(compare=True)):
+                    assert followed.document(request) == whole.document(request), step
+            ts += STEP
+        assert store.changes().rewrites > 0  # prunes happened
+        assert (
+            samples(plans[0])[
+                "densityd_plan_remaining",
+                frozenset({("kind", "container"), ("profile", "median-container")}),
+            ]
+            >= 0
+        )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from densityd.model import WorkloadKind
-from densityd.plan.answer import pack_request
+from densityd.plan.command_answer import pack_request
 from densityd.plan.core.fleet import host_use
 from densityd.plan.core.model import (
     GIB,

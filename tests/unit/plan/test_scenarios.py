@@ -25,7 +25,8 @@ from densityd.model import (
     WorkloadKind,
     WorkloadSample,
 )
-from densityd.plan.answer import plan_answers, plan_document, rightsizing
+from densityd.plan.answer import plan_answers, plan_document
+from densityd.plan.command_answer import rightsizing
 from densityd.plan.core.model import (
     GIB,
     MIB,

@@ -23,7 +23,8 @@ from densityd.collect.sources.libvirt import ACTIVE_STATES, STATE_NAMES
 from densityd.config import Settings, load_settings
 from densityd.model import Snapshot, WorkloadKind, WorkloadSample
 from densityd.plan import command
-from densityd.plan.answer import fleet_plan, plan_answers
+from densityd.plan.answer import plan_answers
+from densityd.plan.command_answer import fleet_plan
 from densityd.plan.core.model import (
     MIB,
     PlanSettings,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 
 from densityd.model import WorkloadKind
-from densityd.plan.answer import fleet_plan, plan_answers
+from densityd.plan.answer import plan_answers
+from densityd.plan.command_answer import fleet_plan
 from densityd.plan.core.model import GIB, MIB, Resource, Resources
 from densityd.plan.core.quantity import parse_profile
 from densityd.plan.inputs.prometheus import Series

@@ -22,13 +22,8 @@ from densityd.plan.core.model import (
     Resources,
     View,
 )
-from densityd.plan.output.local import (
-    PLAN_SCHEMA,
-    plan_document,
-    plan_table,
-    settings_assumptions,
-    table_label,
-)
+from densityd.plan.output.document import PLAN_SCHEMA, plan_document, settings_assumptions
+from densityd.plan.output.local import plan_table, table_label
 
 CONTAINER, VM = WorkloadKind.CONTAINER, WorkloadKind.VM
 GENERATED_AT = 1_764_590_400.0  # 2025-12-01 12:00 UTC
