@@ -12,10 +12,13 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from densityd.collect.sources.libvirt import PARALLEL_STATS_FROM, STATS_WORKERS, domain_stats
 from tests.integration.backends import (
+    VM_PREFIX,
     Daemon,
     Series,
     VMs,
@@ -226,3 +229,33 @@ def test_storage_pool_directory_and_cpu_info_on_the_host(daemon: Daemon, vms: VM
     finally:
         virsh("pool-destroy", pool, check=False)
         virsh("pool-undefine", pool, check=False)
+
+
+def test_stats_split_across_calls_survive_a_domain_vanished_after_the_listing(
+    vms: VMs, libvirt_ready: str
+) -> None:
+    """From ``PARALLEL_STATS_FROM`` domains the bulk stats call is split across concurrent
+    calls; a domain destroyed and undefined between the listing and those calls is left out
+    and every other domain's stats are there, split or not."""
+    import libvirt  # only the sources import it in densityd; the test drives libvirt itself
+
+    uuids = [
+        vms.define(memory_mib=64, disks_mib=(8,), name=f"{VM_PREFIX}split-{i}")
+        for i in range(PARALLEL_STATS_FROM + 1)
+    ]
+    conn = libvirt.open(libvirt_ready)
+    try:
+        listed = [conn.lookupByUUIDString(uuid) for uuid in uuids]
+        vanished = listed[2]
+        vanished.destroy()
+        vanished.undefine()
+        with ThreadPoolExecutor(STATS_WORKERS) as pool:
+            for where in (pool, None):
+                records = domain_stats(conn, listed, where)
+                got = {domain.UUIDString(): stats for domain, stats in records}
+                assert set(got) == set(uuids) - {uuids[2]}, where
+                for uuid, stats in got.items():
+                    assert stats["state.state"] == 1, (uuid, stats)
+                    assert stats["cpu.time"] > 0, (uuid, stats)
+    finally:
+        conn.close()

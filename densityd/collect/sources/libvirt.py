@@ -1,11 +1,12 @@
 """The libvirt source: every VM's CPU, memory and disk, running or not.
 
 The only module that imports ``libvirt``. It keeps one read-only connection
-(``openReadOnly``) with keepalive and a close callback, and per pass makes one bulk
-``getAllDomainStats`` call (state, CPU, balloon, vCPU, interface, block; ``NOWAIT`` so that a domain
-busy in another job, a migration say, does not hold the call). A domain's XML (configured
-memory, vCPUs, disks, libosinfo OS) is read once and again only when the domain appears,
-changes (state, vCPUs, memory, disk count) or a lifecycle event names it.
+(``openReadOnly``) with keepalive and a close callback, and per pass lists the domains and
+asks their stats in bulk (state, CPU, balloon, vCPU, interface, block; ``NOWAIT`` so that a
+domain busy in another job, a migration say, does not hold the call), split across a few
+concurrent calls from ``PARALLEL_STATS_FROM`` domains on (``domain_stats``). A domain's XML
+(configured memory, vCPUs, disks, libosinfo OS) is read once and again only when the domain
+appears, changes (state, vCPUs, memory, disk count) or a lifecycle event names it.
 
 What ``getAllDomainStats`` returns for a running TCG domain (trimmed)::
 
@@ -37,7 +38,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,43 @@ _STATS = (
 )
 # NOWAIT (libvirt >= 4.5) skips stats that need a domain job lock held by another job.
 _NOWAIT = getattr(libvirt, "VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT", 0)
+
+# From this many domains the bulk call is split across concurrent calls: libvirtd queries
+# each domain's QEMU monitor in turn within one call, and serves up to 5 calls of one client
+# at once (max_client_requests), so chunks run side by side (8 TCG VMs: 75 ms -> 44 ms).
+# Below it one call costs less than the threads' handoff.
+PARALLEL_STATS_FROM = 4
+STATS_WORKERS = 4
+
+
+def domain_stats(
+    conn: Any, domains: Sequence[Any], pool: ThreadPoolExecutor | None
+) -> list[tuple[Any, dict[str, Any]]]:
+    """Stats of ``domains`` (listed by the caller), ``STATS_WORKERS`` chunks at a time.
+
+    A domain that vanished after the listing (destroyed, undefined) never fails the others:
+    libvirt skips it, or, where it reports ``VIR_ERR_NO_DOMAIN`` for the chunk, the chunk's
+    domains are asked one by one and the vanished one is left out.
+    """
+    if pool is None or len(domains) < PARALLEL_STATS_FROM:
+        return _chunk_stats(conn, list(domains))
+    chunks = [list(domains[i::STATS_WORKERS]) for i in range(STATS_WORKERS)]
+    futures = [pool.submit(_chunk_stats, conn, chunk) for chunk in chunks if chunk]
+    return [record for future in futures for record in future.result()]
+
+
+def _chunk_stats(conn: Any, domains: list[Any]) -> list[tuple[Any, dict[str, Any]]]:
+    if not domains:
+        return []
+    try:
+        return list(conn.domainListGetStats(domains, _STATS, _NOWAIT))
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            raise
+    if len(domains) == 1:
+        return []  # the one that vanished
+    return [record for domain in domains for record in _chunk_stats(conn, [domain])]
+
 
 _event_loop_lock = threading.Lock()
 _event_loop_started = False
@@ -327,6 +366,7 @@ class LibvirtSource:
         self._keepalive = (keepalive_interval, keepalive_count)
         self._conn: Any = None
         self._connect_lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
         self._meta: dict[str, _DomainMeta] = {}
         self._dirty: set[str] = set()
         self._dirty_lock = threading.Lock()
@@ -398,9 +438,18 @@ class LibvirtSource:
         )
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (and the stats threads)."""
         with self._connect_lock:
             self._drop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def _stats_pool(self) -> ThreadPoolExecutor:
+        """The threads the bulk stats call is split across, made at the first pass."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(STATS_WORKERS, thread_name_prefix="libvirt-stats")
+        return self._pool
 
     # -- one pass ---------------------------------------------------------------------
 
@@ -408,7 +457,7 @@ class LibvirtSource:
         """One bulk stats call, metadata for new or changed domains, one sample per domain."""
         conn = self._connect()
         try:
-            records = conn.getAllDomainStats(_STATS, _NOWAIT)
+            records = domain_stats(conn, conn.listAllDomains(0), self._stats_pool())
             read_at = time.time()
         except libvirt.libvirtError as exc:
             if not conn.isAlive():

@@ -155,13 +155,15 @@ def patch_stats(
     monkeypatch: pytest.MonkeyPatch,
     change: Callable[[Any, list[tuple[Any, dict[str, Any]]]], list[tuple[Any, dict[str, Any]]]],
 ) -> None:
-    """Pass what the real ``getAllDomainStats`` returned through ``change(conn, records)``."""
-    original = libvirt.virConnect.getAllDomainStats
+    """Pass what the real ``domainListGetStats`` returned through ``change(conn, records)``."""
+    original = libvirt.virConnect.domainListGetStats
 
-    def wrapped(self: Any, stats: int = 0, flags: int = 0) -> list[tuple[Any, dict[str, Any]]]:
-        return change(self, original(self, stats, flags))
+    def wrapped(
+        self: Any, domains: list[Any], stats: int = 0, flags: int = 0
+    ) -> list[tuple[Any, dict[str, Any]]]:
+        return change(self, original(self, domains, stats, flags))
 
-    monkeypatch.setattr(libvirt.virConnect, "getAllDomainStats", wrapped)
+    monkeypatch.setattr(libvirt.virConnect, "domainListGetStats", wrapped)
 
 
 def test_probe_names_the_uri_and_counts_domains(source: LibvirtSource, admin: Any) -> None:
