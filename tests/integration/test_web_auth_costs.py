@@ -94,7 +94,9 @@ def test_concurrent_wrong_passwords_use_at_most_one_core(
     assert set(statuses) <= {401, 503}, set(statuses)
     assert statuses.count(401) >= 5, statuses.count(401)
     # Unbounded, twelve guessers take every core (1.9 of 2 in the issue); one at a time, one
-    # core and a little for the HTTP side. The lower bound shows bcrypt really ran.
-    assert 0.3 < cores < 1.25, f"{cores:.2f} cores"
+    # core and a little for the HTTP side. The lower bound shows bcrypt really ran; it is low
+    # because a machine busy with other work gives the daemon far less than its one core
+    # (0.29 measured with a benchmark running beside), and the 401s above show it ran too.
+    assert 0.1 < cores < 1.25, f"{cores:.2f} cores"
     assert scrape.status_code == 200
     assert scrape_took < 1.0, scrape_took
