@@ -442,3 +442,52 @@ def assert_back_within_two_intervals(
     # Two intervals, plus the 0.2 s polling step of wait_for.
     assert time.monotonic() - back_at <= 2 * interval + 0.3
     assert f"source {source} is back up" in daemon.log()
+
+
+class PrivateDockerd:
+    """A dockerd with its own directories and socket (short paths: sockets have a length limit)."""
+
+    def __init__(self, root: Path, docker_binary: str) -> None:
+        self.root = root
+        self.socket = f"unix://{root}/docker.sock"
+        self.cli = DockerCLI(docker_binary, host=self.socket)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start dockerd and wait until it answers."""
+        log = (self.root / "dockerd.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                "dockerd",
+                "--data-root",
+                str(self.root / "data"),
+                "--exec-root",
+                str(self.root / "exec"),
+                "--pidfile",
+                str(self.root / "docker.pid"),
+                "-H",
+                self.socket,
+                "--iptables=false",
+                "--bridge=none",
+                "--storage-driver=vfs",
+                "--live-restore",
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while not self.cli.ok():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise AssertionError((self.root / "dockerd.log").read_text()[-2000:])
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """SIGTERM dockerd (by its PID) and wait for it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
