@@ -491,3 +491,29 @@ class PrivateDockerd:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+# How long an Engine's event takes to reach densityd's stream after the command that caused
+# it returned: milliseconds here, more under TCG.
+EVENT_DELIVERY = 0.5
+
+
+def reading_started(series: Series) -> float | None:
+    """When the Docker reading in this scrape began (Unix time), if the source is up."""
+    if value_of(series, "densityd_source_up", source="docker") != 1:
+        return None
+    ended = value_of(series, "densityd_source_last_success_timestamp_seconds", source="docker")
+    took = value_of(series, "densityd_source_duration_seconds", source="docker")
+    if ended is None or took is None:
+        return None
+    return ended - took
+
+
+def first_reading_after(daemon: Daemon, changed_at: float, timeout: float = 20) -> Series:
+    """The first scrape whose Docker reading began after ``changed_at`` (plus the event's
+    delivery)."""
+    return daemon.wait_for(
+        lambda s: (reading_started(s) or 0) >= changed_at + EVENT_DELIVERY,
+        timeout=timeout,
+        what="a docker reading begun after the change",
+    )

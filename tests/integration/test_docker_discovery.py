@@ -34,6 +34,8 @@ from tests.integration.backends import (
     DockerCLI,
     PrivateDockerd,
     Series,
+    first_reading_after,
+    reading_started,
     value_of,
 )
 from tests.integration.engine_proxy import RecordingProxy
@@ -41,29 +43,7 @@ from tests.integration.engine_proxy import RecordingProxy
 pytestmark = pytest.mark.integration
 
 MiB = 2**20
-EVENT_DELIVERY = 0.5
 StartDaemon = Callable[..., Daemon]
-
-
-def reading_started(series: Series) -> float | None:
-    """When the Docker reading in this scrape began (Unix time), if the source is up."""
-    if value_of(series, "densityd_source_up", source="docker") != 1:
-        return None
-    ended = value_of(series, "densityd_source_last_success_timestamp_seconds", source="docker")
-    took = value_of(series, "densityd_source_duration_seconds", source="docker")
-    if ended is None or took is None:
-        return None
-    return ended - took
-
-
-def first_reading_after(daemon: Daemon, changed_at: float, timeout: float = 20) -> Series:
-    """The first scrape whose Docker reading began after ``changed_at`` (plus the event's
-    delivery)."""
-    return daemon.wait_for(
-        lambda s: (reading_started(s) or 0) >= changed_at + EVENT_DELIVERY,
-        timeout=timeout,
-        what="a docker reading begun after the change",
-    )
 
 
 def names_of(series: Series, container_id: str) -> set[str]:

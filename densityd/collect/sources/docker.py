@@ -277,10 +277,19 @@ class DockerSource:
         return docker.APIClient(version="auto", timeout=timeout, max_pool_size=pool_size, **kwargs)
 
     def _new_client(self) -> Any:
-        # One connection per stats worker thread.
-        client = self._api_client(self._timeout, self._pool_size)
+        try:
+            # One connection per stats worker thread.
+            client = self._api_client(self._timeout, self._pool_size)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise self._unreachable(exc) from exc
         self._read_engine_facts(client)
         return client
+
+    def _unreachable(self, exc: BaseException) -> SourceUnavailable:
+        hint = " (is dockerd running?)" if _is_local(self.base_url) else ""
+        return SourceUnavailable(
+            f"cannot reach Docker at {self.base_url}: {_root_cause(exc)}{hint}"
+        )
 
     def _read_engine_facts(self, client: Any) -> None:
         """Read what the engine is (version, cgroup driver, data root) and forget the table."""
@@ -288,10 +297,7 @@ class DockerSource:
             info = client.info()
             engine, version = engine_of(client.version())
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            hint = " (is dockerd running?)" if _is_local(self.base_url) else ""
-            raise SourceUnavailable(
-                f"cannot reach Docker at {self.base_url}: {_root_cause(exc)}{hint}"
-            ) from exc
+            raise self._unreachable(exc) from exc
         self._engine = _EngineInfo(
             engine=engine,
             version=version if engine == "podman" else str(info.get("ServerVersion") or version),
