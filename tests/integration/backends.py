@@ -458,6 +458,11 @@ class PrivateDockerd:
         log = (self.root / "dockerd.log").open("ab")
         self.process = subprocess.Popen(
             [
+                # A network namespace of its own: with --bridge=none dockerd deletes the
+                # docker0 bridge it finds, which the shared engine may be using (the v2 guest's
+                # is). unshare execs dockerd: the PID is dockerd's, for the signals.
+                "unshare",
+                "--net",
                 "dockerd",
                 "--data-root",
                 str(self.root / "data"),
