@@ -137,6 +137,12 @@ class Settings(BaseSettings):
         description="Timeout of one Docker API call of a pass (the writable-layer scan has "
         "disk_timeout).",
     )
+    docker_resync_interval: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds between full lists of the containers although the Engine's "
+        "event stream said nothing (a safety net; a frozen Engine is found at the next one).",
+    )
     docker_label_allowlist: list[str] = Field(
         default_factory=list,
         description="Container label keys exported on densityd_workload_info as "

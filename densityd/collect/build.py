@@ -59,6 +59,7 @@ def build_sources(settings: Settings) -> SourceSet:
             proc_root=settings.proc_root,
             label_allowlist=settings.docker_label_allowlist,
             sys_root=settings.sys_root,
+            resync_interval=settings.docker_resync_interval,
         )
         sources.append(docker_source)
 

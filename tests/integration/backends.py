@@ -442,3 +442,83 @@ def assert_back_within_two_intervals(
     # Two intervals, plus the 0.2 s polling step of wait_for.
     assert time.monotonic() - back_at <= 2 * interval + 0.3
     assert f"source {source} is back up" in daemon.log()
+
+
+class PrivateDockerd:
+    """A dockerd with its own directories and socket (short paths: sockets have a length limit)."""
+
+    def __init__(self, root: Path, docker_binary: str) -> None:
+        self.root = root
+        self.socket = f"unix://{root}/docker.sock"
+        self.cli = DockerCLI(docker_binary, host=self.socket)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start dockerd and wait until it answers."""
+        log = (self.root / "dockerd.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                # A network namespace of its own: with --bridge=none dockerd deletes the
+                # docker0 bridge it finds, which the shared engine may be using (the v2 guest's
+                # is). unshare execs dockerd: the PID is dockerd's, for the signals.
+                "unshare",
+                "--net",
+                "dockerd",
+                "--data-root",
+                str(self.root / "data"),
+                "--exec-root",
+                str(self.root / "exec"),
+                "--pidfile",
+                str(self.root / "docker.pid"),
+                "-H",
+                self.socket,
+                "--iptables=false",
+                "--bridge=none",
+                "--storage-driver=vfs",
+                "--live-restore",
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while not self.cli.ok():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise AssertionError((self.root / "dockerd.log").read_text()[-2000:])
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """SIGTERM dockerd (by its PID) and wait for it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+# How long an Engine's event takes to reach densityd's stream after the command that caused
+# it returned: milliseconds here, more under TCG.
+EVENT_DELIVERY = 0.5
+
+
+def reading_started(series: Series) -> float | None:
+    """When the Docker reading in this scrape began (Unix time), if the source is up."""
+    if value_of(series, "densityd_source_up", source="docker") != 1:
+        return None
+    ended = value_of(series, "densityd_source_last_success_timestamp_seconds", source="docker")
+    took = value_of(series, "densityd_source_duration_seconds", source="docker")
+    if ended is None or took is None:
+        return None
+    return ended - took
+
+
+def first_reading_after(daemon: Daemon, changed_at: float, timeout: float = 20) -> Series:
+    """The first scrape whose Docker reading began after ``changed_at`` (plus the event's
+    delivery)."""
+    return daemon.wait_for(
+        lambda s: (reading_started(s) or 0) >= changed_at + EVENT_DELIVERY,
+        timeout=timeout,
+        what="a docker reading begun after the change",
+    )

@@ -27,6 +27,7 @@ from tests.integration.backends import (
     Containers,
     Daemon,
     DockerCLI,
+    PrivateDockerd,
     PrometheusServer,
     VMs,
     build_tiny_image,
@@ -204,3 +205,19 @@ def start_prometheus(tmp_path: Path) -> Iterator[Callable[[Sequence[str]], Prome
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def private_dockerd(docker_cli: DockerCLI) -> Iterator[PrivateDockerd]:
+    """A second dockerd this test may stop and start at will."""
+    if shutil.which("dockerd") is None:
+        missing_backend("dockerd is not installed")
+    engine = PrivateDockerd(Path(tempfile.mkdtemp(prefix="dd-", dir="/tmp")), docker_cli.binary)
+    try:
+        engine.start()
+        build_tiny_image(engine.cli, engine.root)
+        yield engine
+    finally:
+        engine.cli("rm", "-f", *engine.cli("ps", "-aq").split(), check=False)
+        engine.stop()
+        shutil.rmtree(engine.root, ignore_errors=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -23,10 +22,9 @@ from tests.integration.backends import (
     TINY_IMAGE,
     Containers,
     DockerCLI,
+    PrivateDockerd,
     assert_back_within_two_intervals,
     assert_served_while_down,
-    build_tiny_image,
-    missing_backend,
     value_of,
 )
 from tests.integration.data_age import assert_restarts_never_stall
@@ -51,71 +49,6 @@ def test_docker_not_running_at_start(start_daemon) -> None:  # type: ignore[no-u
     assert any(f"cannot reach Docker at unix://{socket_path}" in line for line in docker_lines)
     # One line when the source is found missing, one when the first pass fails: no per-pass spam.
     assert len(docker_lines) <= 2, log
-
-
-@pytest.fixture
-def private_dockerd(docker_cli: DockerCLI) -> Iterator[PrivateDockerd]:
-    """A second dockerd this test may stop and start at will."""
-    if shutil.which("dockerd") is None:
-        missing_backend("dockerd is not installed")
-    engine = PrivateDockerd(Path(tempfile.mkdtemp(prefix="dd-", dir="/tmp")), docker_cli.binary)
-    try:
-        engine.start()
-        build_tiny_image(engine.cli, engine.root)
-        yield engine
-    finally:
-        engine.cli("rm", "-f", *engine.cli("ps", "-aq").split(), check=False)
-        engine.stop()
-        shutil.rmtree(engine.root, ignore_errors=True)
-
-
-class PrivateDockerd:
-    """A dockerd with its own directories and socket (short paths: sockets have a length limit)."""
-
-    def __init__(self, root: Path, docker_binary: str) -> None:
-        self.root = root
-        self.socket = f"unix://{root}/docker.sock"
-        self.cli = DockerCLI(docker_binary, host=self.socket)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start dockerd and wait until it answers."""
-        log = (self.root / "dockerd.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                "dockerd",
-                "--data-root",
-                str(self.root / "data"),
-                "--exec-root",
-                str(self.root / "exec"),
-                "--pidfile",
-                str(self.root / "docker.pid"),
-                "-H",
-                self.socket,
-                "--iptables=false",
-                "--bridge=none",
-                "--storage-driver=vfs",
-                "--live-restore",
-            ],
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while not self.cli.ok():
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise AssertionError((self.root / "dockerd.log").read_text()[-2000:])
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        """SIGTERM dockerd (by its PID) and wait for it."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 def test_dockerd_restart_mid_run(start_daemon, private_dockerd: PrivateDockerd) -> None:  # type: ignore[no-untyped-def]
@@ -162,10 +95,13 @@ def _racing_client(source: DockerSource, on_list: Any) -> None:
 def test_container_removed_between_list_and_read_is_skipped(
     containers: Containers, docker_cli: DockerCLI, stats_mode: str, seen_before: bool
 ) -> None:
-    """A container removed after the list call is left out of the pass, without an error."""
+    """A container removed after the list call is left out of the pass, without an error.
+
+    Every pass lists here (a resync interval of 1 ns), so the removal can be made to fall
+    between the list and the reads; the table still holds the victim when it is read."""
     survivor = containers.run()
     victim = containers.run()
-    source = DockerSource(stats_mode=stats_mode, api_workers=4)  # type: ignore[arg-type]
+    source = DockerSource(stats_mode=stats_mode, api_workers=4, resync_interval=1e-9)  # type: ignore[arg-type]
     try:
         if seen_before:  # its metadata (and cgroup path) is cached: the read itself must cope
             assert victim in {w.id for w in source.sample().workloads}
@@ -215,9 +151,12 @@ def test_frozen_dockerd_hits_the_deadline_and_recovers(  # type: ignore[no-untyp
         "run", "-d", "--name", "frozen-test", TINY_IMAGE, "sh", "-c", "sleep 3600"
     )
     # The API timeout is far beyond the source deadline: only the deadline can end the pass.
+    # A steady pass makes no Engine call (the event stream stays open, silent): a frozen
+    # engine is found by the next resync's list, here every 2 s.
     daemon = start_daemon(
-        "--docker-host", private_dockerd.socket, "--source-timeout", "1", "--docker-timeout", "120"
-    )
+        "--docker-host", private_dockerd.socket, "--source-timeout", "1",
+        "--docker-timeout", "120", "--docker-resync-interval", "2",
+    )  # fmt: skip
     daemon.wait_for(
         lambda s: value_of(s, "densityd_workload_memory_bytes", id=container) is not None,
         what="the container before the freeze",
@@ -248,8 +187,9 @@ def test_sigterm_and_sigint_stop_cleanly_even_with_a_frozen_backend(  # type: ig
     assert "received SIGINT, stopping" in plain.log()
 
     stuck = start_daemon(
-        "--docker-host", private_dockerd.socket, "--source-timeout", "1", "--docker-timeout", "120"
-    )
+        "--docker-host", private_dockerd.socket, "--source-timeout", "1",
+        "--docker-timeout", "120", "--docker-resync-interval", "2",
+    )  # fmt: skip
     private_dockerd.process.send_signal(signal.SIGSTOP)
     try:
         stuck.wait_for(

@@ -31,10 +31,12 @@ from tests.integration.backends import (
     TINY_IMAGE,
     Daemon,
     Series,
+    first_reading_after,
     missing_backend,
     tiny_image_archive,
     value_of,
 )
+from tests.integration.engine_proxy import RecordingProxy
 
 pytestmark = pytest.mark.integration
 
@@ -388,3 +390,38 @@ def test_podman_update_is_seen_through_the_cgroup(
         what="the updated memory limit",
     )
     assert value_of(series, "densityd_workload_cpu_limit_cores", id=container) == 0.25
+
+
+def test_steady_passes_ask_podman_nothing(
+    start_daemon,  # type: ignore[no-untyped-def]
+    podman: Podman,
+    pods: PodmanContainers,
+) -> None:
+    """Through a recording proxy: one ``/events`` stream, no request at a steady pass, and a
+    rename shown by the first reading begun after it."""
+    directory = Path(tempfile.mkdtemp(prefix="densityd-podman-proxy-"))
+    proxy = RecordingProxy(directory / "podman.sock", upstream=podman.socket)
+    try:
+        container = pods.run()
+        daemon: Daemon = start_daemon("--docker-host", proxy.url, "--no-libvirt", interval=0.5)
+        daemon.wait_for(
+            lambda s: (
+                value_of(s, "densityd_workload_memory_bytes", id=container) is not None
+                and value_of(s, "densityd_source_up", source="docker_disk") == 1
+            ),
+            what="the container, and the first writable-layer scan",
+        )
+        time.sleep(1)
+        before = len(proxy.requests)
+        time.sleep(3)
+        assert proxy.requests[before:] == [], "a steady pass sent a request"
+        events = [path for _, path in proxy.requests if "/events" in path]
+        assert len(events) == 1 and "/libpod/" not in events[0], events
+
+        new_name = f"densityd-test-renamed-{uuid.uuid4().hex[:6]}"
+        podman("rename", container, new_name)
+        series = first_reading_after(daemon, time.time())
+        assert names_of(series, container) == {new_name}
+    finally:
+        proxy.close()
+        shutil.rmtree(directory, ignore_errors=True)

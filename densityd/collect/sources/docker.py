@@ -5,28 +5,33 @@ list, inspect, events, info, stats) and reads usage from the cgroup files on the
 Of a container's configuration it keeps only limits, name, image and the labels named in the
 allowlist; environment variables and other labels are never copied out of the inspect data.
 
-- one ``GET /containers/json`` per pass discovers containers;
-- ``inspect`` runs once per container and again only when it changes (state, name, image, or
-  an ``update``/``rename`` event since the last pass), so a steady host costs no inspects;
+- discovery follows the engine's event stream (``docker_events.ContainerEvents``: one
+  long-lived ``GET /events``, on its own thread) into a table of containers: a pass inspects
+  only the containers whose events say they changed, and a steady pass makes no Engine call
+  at all. Every (re)connect of the stream is followed by a full list (``GET
+  /containers/json?all=1``) and inspects of what changed, and so is every
+  ``resync_interval`` (the safety net); while the stream is down, every pass lists, so a
+  pass that cannot reach the engine fails and the source is down, never silently current.
+  A frozen engine (one that accepts connections but answers nothing) is found at the next
+  resync;
 - usage comes from the cgroup files (``cgroups.CgroupReader``), or, where they cannot be
   reached (a remote ``DOCKER_HOST``, a container without the host's cgroup tree), from the
   Engine's one-shot stats on a bounded thread pool;
 - Podman's Docker-compatible API (``podman system service``) is the same source: the engine
   is told apart by ``/version`` (a "Podman Engine" component), its cgroups are looked for in
   Podman's layouts (``cgroups.container_cgroup_path``), and its changes are followed through
-  its own events endpoint, because the compatible one answers nothing for a window that has
-  already ended (see ``_changed_since_last_pass``);
+  its compatible ``/events`` stream (``podman update`` changes neither inspect nor the
+  events: Podman's limits are read from the cgroup at every pass);
 - the writable-layer size (``SizeRw``) needs ``containers(size=True)``, which can take minutes
   on a big host, so ``refresh_disk_usage`` runs on its own slow schedule;
 - OOM kills are counted from the cgroup's counter (``memory.events`` / ``memory.oom_control``)
-  and from Docker's ``oom`` events, read in the same events call as the refresh events: a
-  container killed and removed between two passes has no cgroup left to read, but its event
-  still counts. Podman 4.3 logs no ``oom`` event, so for Podman only the cgroup counts.
+  and from Docker's ``oom`` events, counted as the stream brings them: a container killed
+  and removed between two passes has no cgroup left to read, but its event still counts.
+  Podman 4.3 logs no ``oom`` event, so for Podman only the cgroup counts.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -49,6 +54,7 @@ from densityd.collect.sources.cgroups import (
     Engine,
     in_private_namespace,
 )
+from densityd.collect.sources.docker_events import Changes, ContainerEvents, event_container
 from densityd.collect.sources.docker_stats import (
     count_cpuset,
     cpu_limit_cores,
@@ -71,8 +77,8 @@ log = logging.getLogger("densityd.sources.docker")
 
 StatsMode = Literal["auto", "cgroup", "api"]
 
-# Events after which a container's inspect data (limits, name) must be read again.
-_REFRESH_EVENTS = ("update", "rename", "start", "restart")
+# How long a pass that finds the event stream down waits for it to open (or fail to).
+CONNECT_WAIT_SECONDS = 2.0
 # How long a removed container's OOM kill count stays exported: long enough for any
 # reasonable scrape interval to see the kill that ended it.
 REMOVED_OOM_RETENTION_SECONDS = 600.0
@@ -209,9 +215,12 @@ class DockerSource:
         label_allowlist: Iterable[str] = (),
         disk_timeout: float = 600.0,
         sys_root: Path | str = "/sys",
+        resync_interval: float = 300.0,
     ) -> None:
         """``timeout`` bounds each API call of a pass; ``disk_timeout`` the writable-layer
-        scan, whose one answer only comes once the engine has walked every layer."""
+        scan, whose one answer only comes once the engine has walked every layer;
+        ``resync_interval`` is how often every container is listed although the event
+        stream said nothing (and how long a quiet stream stays open before it is reopened)."""
         self._cgroups = CgroupReader(cgroup_root)
         # Only these label keys are ever read, so the label cardinality stays what was asked.
         self._label_allowlist = tuple(dict.fromkeys(label_allowlist))
@@ -227,7 +236,9 @@ class DockerSource:
         self._client: Any = None
         self._engine: _EngineInfo | None = None
         self._meta: dict[str, _ContainerMeta] = {}
-        self._events_since: int | None = None
+        self._resync_interval = resync_interval
+        self._last_resync: float | None = None
+        self._oom_lock = threading.Lock()  # the stream thread counts, the pass reads
         self._oom: dict[str, _OomCount] = {}
         self._sizes: dict[str, int] = {}
         self._sizes_timestamp: float | None = None
@@ -242,6 +253,12 @@ class DockerSource:
         self._host_netns = host_net_namespace(self._proc_root) if _is_local(self.base_url) else None
         self._use_cgroups = stats_mode == "cgroup" or (
             stats_mode == "auto" and _is_local(self.base_url) and self._cgroups.available()
+        )
+        self._events = ContainerEvents(
+            new_client=lambda: self._api_client(self._timeout, 1),
+            idle_timeout=resync_interval,
+            on_oom=self._count_oom_event,
+            where=self.base_url,
         )
 
     # -- connection ---------------------------------------------------------------------
@@ -263,13 +280,24 @@ class DockerSource:
         try:
             # One connection per stats worker thread.
             client = self._api_client(self._timeout, self._pool_size)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise self._unreachable(exc) from exc
+        self._read_engine_facts(client)
+        return client
+
+    def _unreachable(self, exc: BaseException) -> SourceUnavailable:
+        hint = " (is dockerd running?)" if _is_local(self.base_url) else ""
+        return SourceUnavailable(
+            f"cannot reach Docker at {self.base_url}: {_root_cause(exc)}{hint}"
+        )
+
+    def _read_engine_facts(self, client: Any) -> None:
+        """Read what the engine is (version, cgroup driver, data root) and forget the table."""
+        try:
             info = client.info()
             engine, version = engine_of(client.version())
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            hint = " (is dockerd running?)" if _is_local(self.base_url) else ""
-            raise SourceUnavailable(
-                f"cannot reach Docker at {self.base_url}: {_root_cause(exc)}{hint}"
-            ) from exc
+            raise self._unreachable(exc) from exc
         self._engine = _EngineInfo(
             engine=engine,
             version=version if engine == "podman" else str(info.get("ServerVersion") or version),
@@ -279,7 +307,6 @@ class DockerSource:
             api_version=str(client.api_version),
         )
         self._meta.clear()  # a (re)connected engine may hold other containers under the same IDs
-        return client
 
     def _disconnect(self) -> None:
         client, self._client = self._client, None
@@ -329,7 +356,8 @@ class DockerSource:
         )
 
     def close(self) -> None:
-        """Close the API clients and the stats thread pool."""
+        """Close the event stream, the API clients and the stats thread pool."""
+        self._events.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._disconnect()
         disk_client, self._disk_client = self._disk_client, None
@@ -339,34 +367,70 @@ class DockerSource:
     # -- one pass -------------------------------------------------------------------------
 
     def sample(self) -> SourceReading:
-        """List containers, refresh changed metadata, read usage; one reading per pass."""
+        """Bring the container table up to date with what the events said, read usage; one
+        reading per pass. A steady pass (no events) makes no Engine call."""
         client = self._connect()
+        if not self._events.connected:
+            # The list must come after the stream opened, or a change in between is lost; an
+            # engine back from a restart is followed again at once.
+            self._events.connect_now(min(self._timeout, CONNECT_WAIT_SECONDS))
+        changes = self._events.take()
         try:
-            return self._sample(client)
+            return self._sample(client, changes)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            self._events.give_back(changes)
             # Drop the client so that the next attempt re-reads engine facts (a restarted
             # dockerd may come back with another driver or data root).
             self._disconnect()
             raise SourceUnavailable(f"Docker at {self.base_url}: {_root_cause(exc)}") from exc
+        except BaseException:
+            self._events.give_back(changes)
+            raise
 
-    def _sample(self, client: Any) -> SourceReading:
-        listed: list[dict[str, Any]] = client.containers(all=True)
-        changed = self._changed_since_last_pass(client)
-        present = {c["Id"] for c in listed}
-        for gone in set(self._meta) - present:
-            del self._meta[gone]
+    def _sample(self, client: Any, changes: Changes) -> SourceReading:
+        now = time.monotonic()
+        resync = (
+            changes.resync
+            or changes.full
+            or not changes.connected  # nobody else tells what changed: list at every pass
+            or self._last_resync is None
+            or now - self._last_resync >= self._resync_interval
+        )
+        if changes.full:
+            self._read_engine_facts(client)  # the engine may have restarted: re-read it all
+        if resync:
+            listed: list[dict[str, Any]] = client.containers(all=True)
+            present = {str(c["Id"]) for c in listed}
+            for gone in set(self._meta) - present:
+                del self._meta[gone]
+            stale: list[tuple[str, tuple[str, ...] | None]] = []
+            for summary in listed:
+                container_id = str(summary["Id"])
+                fingerprint = self._fingerprint(summary)
+                cached = self._meta.get(container_id)
+                if (
+                    cached is None
+                    or cached.fingerprint != fingerprint
+                    or container_id in changes.dirty
+                    # No stream: nothing tells of an update, which a list does not show.
+                    or not changes.connected
+                ):
+                    stale.append((container_id, fingerprint))
+        else:
+            stale = [(cid, None) for cid in changes.dirty - changes.removed]
+        for removed in changes.removed:
+            self._meta.pop(removed, None)
+        self._inspect_changed(client, stale)
+        if resync:
+            self._last_resync = now
 
-        self._inspect_changed(client, listed, changed)
         running: list[tuple[str, _ContainerMeta]] = []
         stopped: list[WorkloadSample] = []
-        for summary in listed:
-            meta = self._meta.get(summary["Id"])
-            if meta is None:
-                continue  # removed between the list and the inspect
+        for container_id, meta in list(self._meta.items()):
             if meta.state == "running":
-                running.append((summary["Id"], meta))
+                running.append((container_id, meta))
             else:
-                stopped.append(self._workload(summary["Id"], meta, None))
+                stopped.append(self._workload(container_id, meta, None))
 
         samples = self._read_usage(client, running)
         engine = self._engine
@@ -377,13 +441,19 @@ class DockerSource:
                 if engine is None
                 else ContainerEngine(engine.engine, engine.version, engine.api_version)
             ),
-            removed_oom_kills=self._removed_oom_kills(present, time.monotonic()),
+            removed_oom_kills=self._removed_oom_kills(set(self._meta), time.monotonic()),
         )
 
     def _removed_oom_kills(self, present: set[str], now: float) -> tuple[OomKills, ...]:
         """Kill counts of containers no longer listed, while they are kept (and forget the
         others): a container removed right after its kill is still counted."""
         removed: list[OomKills] = []
+        with self._oom_lock:
+            return self._removed_oom_kills_locked(present, now, removed)
+
+    def _removed_oom_kills_locked(
+        self, present: set[str], now: float, removed: list[OomKills]
+    ) -> tuple[OomKills, ...]:
         for container_id, count in list(self._oom.items()):
             if container_id in present:
                 count.gone_since = None
@@ -398,75 +468,27 @@ class DockerSource:
         return tuple(removed)
 
     def _count_oom_event(self, event: Mapping[str, Any]) -> None:
-        """Count one ``oom`` event, once however many windows it falls in."""
-        actor: Mapping[str, Any] = event.get("Actor") or {}
-        container_id = str(event.get("id") or actor.get("ID") or "")
+        """Count one ``oom`` event, once however often it is seen (a reconnected stream
+        replays the events ``since`` the last one, that one included)."""
+        container_id = event_container(event)
         if not container_id:
             return
-        attributes: Mapping[str, Any] = actor.get("Attributes") or {}
+        attributes: Mapping[str, Any] = (event.get("Actor") or {}).get("Attributes") or {}
         meta = self._meta.get(container_id)
         name = meta.name if meta else str(attributes.get("name") or container_id[:12])
-        count = self._oom.setdefault(container_id, _OomCount(name))
-        # The windows of two passes share their boundary second: an event there is seen twice.
         key = (
             str(event.get("Action") or event.get("status") or ""),
             int(event.get("timeNano") or int(event.get("time") or 0) * 10**9),
         )
-        if key in count.event_keys:
-            return
-        # Only the shared boundary can repeat an event: older keys need not be kept.
-        count.event_keys = {k for k in count.event_keys if k[1] >= key[1] - 60 * 10**9}
-        count.event_keys.add(key)
-        count.events += 1
-
-    def _changed_since_last_pass(self, client: Any) -> set[str]:
-        """IDs of containers with update/rename/start events since the last pass."""
-        now = int(time.time())
-        since, self._events_since = self._events_since, now
-        if since is None:
-            return set()
-        if self._engine is not None and self._engine.engine == "podman":
-            return self._podman_changed_since(client, since)
-        events: Iterable[Mapping[str, Any]] = client.events(
-            since=since,
-            until=now,
-            decode=True,
-            filters={"type": "container", "event": [*_REFRESH_EVENTS, "oom"]},
-        )
-        changed: set[str] = set()
-        for event in events:
-            if (event.get("Action") or event.get("status")) == "oom":
-                self._count_oom_event(event)
-            else:
-                changed.add(str(event.get("id") or event.get("Actor", {}).get("ID", "")))
-        return changed
-
-    @staticmethod
-    def _podman_changed_since(client: Any, since: int) -> set[str]:
-        """The same question asked of Podman's own events endpoint, which can end by itself.
-
-        Podman 4.3's compatible ``/events`` treats ``until`` as a wall-clock deadline: with
-        an ``until`` already past it returns nothing at all, and with one ahead it holds the
-        call open until then. Its own ``/libpod/events?stream=false`` returns the events since
-        ``since`` that are logged and ends. An event logged during this call is seen again at
-        the next pass (whose ``since`` is this one's ``now``): one more inspect, no miss.
-        """
-        response = client._get(
-            client.base_url + "/v4.0.0/libpod/events",
-            params={
-                "since": since,
-                "stream": "false",
-                "filters": json.dumps({"type": ["container"], "event": list(_REFRESH_EVENTS)}),
-            },
-        )
-        client._raise_for_status(response)
-        changed: set[str] = set()
-        for line in response.text.splitlines():
-            if not line.strip():
-                continue
-            event = json.loads(line)
-            changed.add(str(event.get("id") or (event.get("Actor") or {}).get("ID", "")))
-        return changed
+        with self._oom_lock:
+            count = self._oom.setdefault(container_id, _OomCount(name))
+            if key in count.event_keys:
+                return
+            # Only a replay repeats an event, and it starts at the last one seen: older keys
+            # need not be kept.
+            count.event_keys = {k for k in count.event_keys if k[1] >= key[1] - 60 * 10**9}
+            count.event_keys.add(key)
+            count.events += 1
 
     @staticmethod
     def _fingerprint(summary: Mapping[str, Any]) -> tuple[str, ...]:
@@ -478,15 +500,10 @@ class DockerSource:
         )
 
     def _inspect_changed(
-        self, client: Any, listed: list[dict[str, Any]], changed: set[str]
+        self, client: Any, stale: list[tuple[str, tuple[str, ...] | None]]
     ) -> None:
-        """Inspect the containers that are new or changed, in parallel on the worker pool."""
-        stale: list[tuple[str, tuple[str, ...]]] = []
-        for summary in listed:
-            fingerprint = self._fingerprint(summary)
-            cached = self._meta.get(summary["Id"])
-            if cached is None or cached.fingerprint != fingerprint or summary["Id"] in changed:
-                stale.append((str(summary["Id"]), fingerprint))
+        """Inspect the containers that are new or changed, in parallel on the worker pool
+        (``None`` fingerprint: none listed, take it from the inspect)."""
         inspections = [
             (cid, fingerprint, self._pool.submit(self._inspect, client, cid))
             for cid, fingerprint in stale
@@ -494,11 +511,20 @@ class DockerSource:
         for container_id, fingerprint, future in inspections:
             inspect = future.result()
             if inspect is None:
-                self._meta.pop(container_id, None)  # removed between the list and the inspect
+                self._meta.pop(container_id, None)  # removed before the inspect
             else:
                 self._meta[container_id] = self._meta_from_inspect(
-                    container_id, fingerprint, inspect
+                    container_id, fingerprint or self._inspect_fingerprint(inspect), inspect
                 )
+
+    @staticmethod
+    def _inspect_fingerprint(inspect: Mapping[str, Any]) -> tuple[str, ...]:
+        """The list entry's fingerprint as the inspect data gives it: name, image, state."""
+        return (
+            str(inspect.get("Name", "")),
+            str((inspect.get("Config") or {}).get("Image") or inspect.get("Image", "")),
+            str((inspect.get("State") or {}).get("Status", "")),
+        )
 
     @staticmethod
     def _inspect(client: Any, container_id: str) -> dict[str, Any] | None:
@@ -643,15 +669,16 @@ class DockerSource:
     ) -> int | None:
         """The container's OOM kills: its cgroup's counter as read now, and its events."""
         kills = stats.signals.oom_kills if stats is not None else None
-        count = self._oom.get(container_id)
-        if count is None and kills is not None:
-            count = self._oom[container_id] = _OomCount(meta.name)
-        if count is None:
-            return None
-        count.name = meta.name
-        if kills is not None:
-            count.observe(kills)
-        return count.total()
+        with self._oom_lock:
+            count = self._oom.get(container_id)
+            if count is None and kills is not None:
+                count = self._oom[container_id] = _OomCount(meta.name)
+            if count is None:
+                return None
+            count.name = meta.name
+            if kills is not None:
+                count.observe(kills)
+            return count.total()
 
     def _workload(
         self, container_id: str, meta: _ContainerMeta, stats: CgroupStats | None

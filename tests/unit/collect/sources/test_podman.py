@@ -168,45 +168,6 @@ def test_compat_events_carry_docker_names() -> None:
     assert {"rename", "start", "restart"} <= set(actions)
 
 
-class Response:
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
-class EventsClient:
-    """Answers Podman's ``/libpod/events`` from the recorded stream, recording the request."""
-
-    base_url = "http+docker://localhost"
-
-    def __init__(self) -> None:
-        self.asked: list[tuple[str, dict[str, Any]]] = []
-
-    def _get(self, url: str, params: dict[str, Any]) -> Response:
-        self.asked.append((url, params))
-        return Response((PODMAN / "libpod-events-4.3.jsonl").read_text() + "\n")
-
-    def _raise_for_status(self, _response: Response) -> None:
-        pass
-
-    def events(self, **_kwargs: Any) -> list[dict[str, Any]]:
-        raise AssertionError("the compatible /events answers nothing for a past window")
-
-
-def test_podman_changes_are_read_from_its_own_events_endpoint() -> None:
-    source = DockerSource(docker_host="unix:///nonexistent.sock", cgroup_root="/nonexistent")
-    source._engine = _EngineInfo("4.3.1", "cgroupfs", 1, "/var/lib/containers", "1.41", "podman")
-    client = EventsClient()
-    try:
-        assert source._changed_since_last_pass(client) == set()  # the first pass sets since
-        assert source._changed_since_last_pass(client) == {RENAMED_ID}
-    finally:
-        source.close()
-    ((url, params),) = client.asked
-    assert url.endswith("/libpod/events")
-    assert params["stream"] == "false" and "until" not in params
-    assert json.loads(params["filters"])["event"] == ["update", "rename", "start", "restart"]
-
-
 def test_probe_says_podman() -> None:
     source = DockerSource(docker_host="unix:///nonexistent.sock", cgroup_root="/nonexistent")
     source._engine = _EngineInfo("4.3.1", "cgroupfs", 1, "/var/lib/containers", "1.41", "podman")
