@@ -570,6 +570,19 @@ class CgroupReader:
             return self._signals_v2(directory, cpu_stat, memory=memory)
         return self._signals_v1(path, memory=memory)
 
+    def read_oom_kills(self, path: str) -> int | None:
+        """A cgroup's ``oom_kill`` counter alone (v2 ``memory.events``, v1
+        ``memory.oom_control``); ``None`` when it cannot be read."""
+        name = (
+            f"{self.root}/{path}/memory.events"
+            if self.version == 2
+            else f"{self._memory_dir}/{path}/memory.oom_control"
+        )
+        try:
+            return parse_flat_keyed(_read(name)).get("oom_kill")
+        except OSError:
+            return None
+
     def _note_pressure_unavailable(self) -> None:
         reason = self.pressure_unavailable
         with _LOGGED_LOCK:  # the Docker and libvirt sources each have a reader, on two threads

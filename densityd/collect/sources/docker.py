@@ -259,6 +259,7 @@ class DockerSource:
             idle_timeout=resync_interval,
             on_oom=self._count_oom_event,
             where=self.base_url,
+            on_exit=self._read_oom_kills_at_exit,
         )
 
     # -- connection ---------------------------------------------------------------------
@@ -663,6 +664,21 @@ class DockerSource:
 
     def _is_block_device(self, device: str) -> bool:
         return (self._sys_root / "dev" / "block" / device).exists()
+
+    def _read_oom_kills_at_exit(self, container_id: str) -> None:
+        """Read an exited container's OOM kill counter while its cgroup is still there (the
+        engine removes it after the ``die`` event): a ``--rm`` container OOM-killed between
+        two passes is counted even where the engine sends no ``oom`` event for it (Docker
+        20.10 on cgroup v2 does not always). Runs on the events thread: one file read."""
+        meta = self._meta.get(container_id)
+        if meta is None or meta.cgroup_path is None or not self.uses_cgroup_files():
+            return
+        kills = self._cgroups.read_oom_kills(meta.cgroup_path)
+        if kills is None:
+            return  # the cgroup was already gone
+        with self._oom_lock:
+            count = self._oom.setdefault(container_id, _OomCount(meta.name))
+            count.observe(kills)
 
     def _oom_kills(
         self, container_id: str, meta: _ContainerMeta, stats: CgroupStats | None

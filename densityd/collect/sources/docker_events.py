@@ -59,6 +59,8 @@ IGNORED_ACTION_PREFIXES = (
 )
 REMOVED_ACTIONS = frozenset({"destroy", "remove"})
 OOM_ACTION = "oom"
+# A container's processes have ended: the engine removes its cgroup only after this event.
+EXIT_ACTIONS = frozenset({"die", "died"})
 # Reconnection after a failure: at once, then doubling up to the maximum, so that a restarted
 # engine is followed again within moments and a stopped one costs a connect every 2 s.
 FIRST_RETRY_SECONDS = 0.2
@@ -150,13 +152,16 @@ class ContainerEvents:
         idle_timeout: float,
         on_oom: Callable[[Mapping[str, Any]], None],
         where: str,
+        on_exit: Callable[[str], None] | None = None,
     ) -> None:
         """``new_client``: a Docker API client whose calls are bounded by the pass's timeout
         (the stream waits that long for its answer to begin, then ``idle_timeout`` per read).
-        ``where`` names the engine in the log."""
+        ``where`` names the engine in the log. ``on_exit`` is told a container's ID when its
+        ``die`` event comes, while its cgroup may still be there to read."""
         self._new_client = new_client
         self._idle_timeout = idle_timeout
         self._on_oom = on_oom
+        self._on_exit = on_exit
         self._where = where
         self._lock = threading.Lock()
         self._changes = Changes(resync=True, full=False)
@@ -309,6 +314,8 @@ class ContainerEvents:
             self._on_oom(event)
             return
         container_id = event_container(event)
+        if self._on_exit is not None and event_action(event) in EXIT_ACTIONS:
+            self._on_exit(container_id)
         with self._lock:
             if kind == "removed":
                 self._changes.removed.add(container_id)

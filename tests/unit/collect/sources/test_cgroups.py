@@ -711,3 +711,19 @@ def test_find_machine_on_v1_in_the_cpu_hierarchy(tmp_path: Path) -> None:
     assert reader.read_signals(path, memory=False) == CgroupSignals(
         cpu_periods=27, cpu_throttled_periods=3, cpu_throttled_seconds=0.005
     )
+
+
+@pytest.mark.parametrize(
+    ("tree", "path", "kills"),
+    [
+        ("v1-cgroupfs", "docker/abc123", V1_EXPECTED.signals.oom_kills),
+        ("v2-systemd", "system.slice/docker-abc123.scope", V2_SIGNALS.oom_kills),
+    ],
+)
+def test_the_oom_kill_counter_alone_is_the_one_the_signals_read(
+    tree: str, path: str, kills: int | None
+) -> None:
+    """What the events thread reads at a container's ``die``: the same counter as a pass."""
+    reader = CgroupReader(CGROUP / tree)
+    assert reader.read_oom_kills(path) == kills == reader.read_signals(path).oom_kills
+    assert reader.read_oom_kills("docker/gone") is None  # the cgroup already removed
