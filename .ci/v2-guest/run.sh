@@ -13,11 +13,11 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-TIMEOUT=${DENSITYD_V2_TIMEOUT:-1500}
+TIMEOUT=${DENSITYD_V2_TIMEOUT:-2400}
 RESULTS=${DENSITYD_V2_RESULTS:-/var/tmp/densityd-ci/v2-guest-last}
 # The tests run in the guest. Not the others: they need libvirt, Prometheus's server, zram,
 # the host's v1 memory hierarchy or the densityd image built on the host.
-TESTS=${DENSITYD_V2_TESTS:-"tests/integration/test_docker_metrics.py tests/integration/test_container_network.py tests/integration/test_docker_cgroup_v2.py tests/integration/test_podman.py tests/integration/test_cgroup_signals.py tests/integration/test_dashboards_prometheus.py::test_pressure_queries_return_data_on_cgroup_v2"}
+TESTS=${DENSITYD_V2_TESTS:-"tests/integration/test_docker_metrics.py tests/integration/test_container_network.py tests/integration/test_docker_cgroup_v2.py tests/integration/test_podman.py tests/integration/test_cgroup_signals.py tests/integration/test_docker_discovery.py tests/integration/test_dashboards_prometheus.py::test_pressure_queries_return_data_on_cgroup_v2"}
 # The densityd image cannot be built in the guest (no network): the host's tests save the one
 # they built to $DENSITYD_TEST_IMAGE_ARCHIVE (.ci/run sets it) and the guest loads it, so the
 # README's `docker run` is tested on cgroup v2, with --cgroupns=host and without.

@@ -82,13 +82,6 @@ def _gone(docker_cli: DockerCLI, container_id: str) -> bool:
     return not docker_cli("ps", "-aq", "--no-trunc", "--filter", f"id={container_id}")
 
 
-@pytest.mark.xfail(
-    cgroup_version() == 2,
-    reason="open (issue 15): in the cgroup v2 guest (Docker 20.10, systemd driver) the engine "
-    "does not always send an oom event for a --rm container (seen with and without one; "
-    "densityd's event stream counts every one it sends); passes on the v1 host",
-    strict=False,
-)
 @pytest.mark.parametrize("stats_mode", ["cgroup", "api"])
 def test_a_container_removed_right_after_its_kill_is_still_counted(
     start_daemon: StartDaemon, containers: Containers, docker_cli: DockerCLI, stats_mode: str
