@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import requests
 from tests.integration.backends import (
     LIBVIRT_URI,
     PROMETHEUS_JOB,
+    TEST_LABEL,
     TINY_IMAGE,
     Containers,
     Daemon,
@@ -58,6 +60,19 @@ def containers(docker_cli: DockerCLI) -> Iterator[Containers]:
         yield factory
     finally:
         factory.remove_all()
+
+
+@pytest.fixture
+def network(docker_cli: DockerCLI, containers: Containers) -> Iterator[str]:
+    """A user-defined bridge network (the engine in CI has no default bridge: a container
+    gets an interface of its own only on one of these), removed after its containers."""
+    name = f"densityd-test-net-{uuid.uuid4().hex[:8]}"
+    docker_cli("network", "create", "--driver", "bridge", "--label", f"{TEST_LABEL}=1", name)
+    try:
+        yield name
+    finally:
+        containers.remove_all()
+        docker_cli("network", "rm", name, check=False)
 
 
 @pytest.fixture

@@ -12,13 +12,11 @@ Runs in the cgroup v2 guest too (``.ci/v2-guest``): nothing here depends on the 
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.backends import TEST_LABEL, Containers, Daemon, DockerCLI, Series, value_of
+from tests.integration.backends import Containers, Daemon, DockerCLI, Series, value_of
 
 pytestmark = pytest.mark.integration
 
@@ -41,18 +39,6 @@ COLUMNS = {
 def daemon(start_daemon, docker_cli: DockerCLI) -> Daemon:  # type: ignore[no-untyped-def]
     """A daemon sampling containers (only) every second."""
     return start_daemon("--no-libvirt")  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def network(docker_cli: DockerCLI, containers: Containers) -> Iterator[str]:
-    """A user-defined bridge network, removed after its containers."""
-    name = f"densityd-test-net-{uuid.uuid4().hex[:8]}"
-    docker_cli("network", "create", "--driver", "bridge", "--label", f"{TEST_LABEL}=1", name)
-    try:
-        yield name
-    finally:
-        containers.remove_all()
-        docker_cli("network", "rm", name, check=False)
 
 
 def net_dev(pid: str) -> dict[str, list[int]]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -26,11 +26,9 @@ import pytest
 from densityd.history.store import HistoryStore
 from densityd.model import Snapshot, WorkloadKind, WorkloadSample
 from tests.integration.backends import (
-    TEST_LABEL,
     VM_PREFIX,
     Containers,
     Daemon,
-    DockerCLI,
     PrometheusServer,
     VMs,
     promtool,
@@ -116,19 +114,6 @@ V2_ONLY = frozenset({"densityd_workload_pressure_seconds_total"})
 
 def v2_only(query: Query) -> bool:
     return bool(set(METRIC.findall(query.expr)) & V2_ONLY)
-
-
-@pytest.fixture
-def network(docker_cli: DockerCLI, containers: Containers) -> Iterator[str]:
-    """A user-defined bridge network (the engine here has no default bridge), removed after
-    its containers."""
-    name = f"densityd-test-dash-{uuid.uuid4().hex[:8]}"
-    docker_cli("network", "create", "--driver", "bridge", "--label", f"{TEST_LABEL}=1", name)
-    try:
-        yield name
-    finally:
-        containers.remove_all()
-        docker_cli("network", "rm", name, check=False)
 
 
 def test_every_dashboard_query_returns_data(
