@@ -170,14 +170,14 @@ def test_domain_destroyed_mid_pass_is_skipped(vms: VMs) -> None:
     source = LibvirtSource(LIBVIRT_URI)
     try:
         conn = source._connect()
-        real_stats = conn.getAllDomainStats
+        real_stats = conn.domainListGetStats
 
         def racing_stats(*args: Any) -> Any:
             records = real_stats(*args)
             virsh("destroy", victim)  # a transient domain is gone once destroyed
             return records
 
-        conn.getAllDomainStats = racing_stats
+        conn.domainListGetStats = racing_stats
         reading = source.sample()
     finally:
         source.close()
