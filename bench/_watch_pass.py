@@ -40,7 +40,7 @@ from typing import Any
 import libvirt
 import requests
 from _common import BenchError, free_port, scrape
-from _watch_procs import engines_cpu_s
+from _watch_procs import EngineRestarted, engines_cpu_s
 
 from densityd.collect.sampler import Sampler, SnapshotHolder
 from densityd.collect.sources.cgroups import CgroupReader
@@ -224,8 +224,15 @@ def run_phase_split(
     original_run_pass = Sampler.run_pass
     original_subscribe = SnapshotHolder.subscribe
 
+    restarted: list[str] = []
+
     def run_pass(self: Sampler) -> Any:
-        pass_starts.append((time.monotonic(), time.process_time(), engines_cpu_s(engines)))
+        try:
+            engine_cpu = engines_cpu_s(engines)
+        except EngineRestarted as exc:
+            restarted.append(str(exc))
+            engine_cpu = {}
+        pass_starts.append((time.monotonic(), time.process_time(), engine_cpu))
         # Record the files of one steady pass: the one after the warm-up.
         files.recording = len(pass_starts) == warmup + 1
         try:
@@ -289,6 +296,8 @@ def run_phase_split(
     thread.join(timeout=5)
     if status != 0 or not done.is_set():
         raise BenchError(f"in-process daemon: status {status}, {len(pass_starts)} passes")
+    if restarted:
+        raise EngineRestarted(restarted[0])
     steady = clock.passes[warmup : warmup + passes]
     wall, cpu = _median_phases(steady)
     first, last = pass_starts[warmup], pass_starts[warmup + passes]
@@ -323,3 +332,45 @@ def _all_patched(patches: list[tuple[Any, str, Any]]) -> Iterator[None]:
     owner, attribute, replacement = patches[0]
     with patched(owner, attribute, replacement), _all_patched(patches[1:]):
         yield
+
+
+@dataclass(frozen=True)
+class HotSpot:
+    """One function of a profiled steady Docker pass, per pass."""
+
+    function: str
+    calls: float
+    own_ms: float  # tottime: in the function itself
+    cumulative_ms: float  # cumtime: with what it calls
+
+
+def profile_docker_pass(repeat: int, top: int) -> list[HotSpot]:
+    """cProfile over ``repeat`` steady passes of a fresh ``DockerSource`` (after its cold
+    pass), on this thread: the ``top`` functions by own time, per pass.
+
+    The profiler's overhead inflates Python-heavy code against system calls; read it for
+    what dominates, and the phase split for the times.
+    """
+    import cProfile
+    import pstats
+
+    source = DockerSource()
+    try:
+        source.probe()
+        source.sample()
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(repeat):
+            source.sample()
+        profiler.disable()
+    finally:
+        source.close()
+    stats = pstats.Stats(profiler)
+    rows: list[HotSpot] = []
+    table: dict[tuple[str, int, str], tuple[int, int, float, float, Any]] = stats.stats  # type: ignore[attr-defined]
+    for (filename, line, name), (_prim, calls, own, cumulative, _callers) in table.items():
+        short = "/".join(Path(filename).parts[-2:]) if filename != "~" else ""
+        label = f"{short}:{line}({name})" if short else name
+        rows.append(HotSpot(label, calls / repeat, own / repeat * 1e3, cumulative / repeat * 1e3))
+    rows.sort(key=lambda r: r.own_ms, reverse=True)
+    return rows[:top]

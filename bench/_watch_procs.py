@@ -20,6 +20,11 @@ DOCKERD_PIDFILE = Path("/var/run/docker.pid")
 LIBVIRTD_PIDFILE = Path("/run/libvirtd.pid")
 
 
+class EngineRestarted(BenchError):
+    """An engine's process went away during a measurement (another test restarted it):
+    the measurement is void and can be made again once the engine is back."""
+
+
 def _stat(pid: int) -> tuple[int, list[str]]:
     """(parent PID, the fields of ``/proc/PID/stat`` from the state on)."""
     text = Path(f"/proc/{pid}/stat").read_text()
@@ -137,7 +142,7 @@ def engines_cpu_s(pids: dict[str, int]) -> dict[str, float]:
         try:
             found[name] = process_cpu_s(pid, with_children=False)
         except (OSError, ValueError) as exc:
-            raise BenchError(f"{name} (PID {pid}) went away during the benchmark") from exc
+            raise EngineRestarted(f"{name} (PID {pid}) went away during a measurement") from exc
     return found
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from _common import percentile, print_targets
 from _watch_daemons import Window
-from _watch_pass import PhaseSplit
+from _watch_pass import HotSpot, PhaseSplit
 from _watch_scale import Fit, ScalePoint
 
 RSS_TARGET_MB = 45.0
@@ -104,6 +104,18 @@ def print_phases(split: PhaseSplit) -> None:
         f"{split.cgroup_files} cgroup files alone {split.cgroup_files_alone_ms:.2f} ms: "
         f"{split.files_ratio:.1f}x"
     )
+
+
+def print_hotspots(hotspots: Sequence[HotSpot], containers: int) -> None:
+    """The profiled Docker pass's top functions by own time."""
+    print(
+        f"\n## A steady Docker pass under cProfile ({containers} bench containers; per pass; "
+        "the profiler inflates Python against system calls)\n"
+    )
+    print("| function | calls | own ms | cumulative ms |")
+    print("|---|---:|---:|---:|")
+    for h in hotspots:
+        print(f"| `{h.function}` | {h.calls:.0f} | {h.own_ms:.2f} | {h.cumulative_ms:.2f} |")
 
 
 def fit_text(found: Fit | None) -> str:

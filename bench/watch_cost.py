@@ -45,8 +45,9 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from _common import (
     BenchError,
@@ -61,9 +62,10 @@ from _docker_cli import DockerCli
 from _docker_measure import time_densityd_pass
 from _libvirt_pass import time_libvirt_pass
 from _watch_daemons import Collector, Window, Workloads, collectd, densityd, measure, netdata
-from _watch_pass import PhaseSplit, run_phase_split
-from _watch_procs import delta, engine_pids, engines_cpu_s, tree_memory
+from _watch_pass import HotSpot, PhaseSplit, profile_docker_pass, run_phase_split
+from _watch_procs import EngineRestarted, delta, engine_pids, engines_cpu_s, tree_memory
 from _watch_report import (
+    print_hotspots,
     print_phases,
     print_scale,
     print_side_by_side,
@@ -74,6 +76,9 @@ from _watch_scale import ScalePoint, fits
 from _watch_workloads import Containers, Vms
 
 from densityd import __version__
+
+T = TypeVar("T")
+ATTEMPTS = 3  # per measurement, when another test restarts an engine meanwhile
 
 
 def parse_counts(text: str) -> list[int]:
@@ -101,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--plan-runs", type=int, default=3, help="`densityd plan` runs with the daemon up")
     add("--phase-interval", type=float, default=2.0, help="in-process daemon's interval (2)")
     add("--phase-passes", type=int, default=20, help="steady passes split by phase (20)")
+    add("--profile-top", type=int, default=15, help="cProfile rows of a Docker pass (15)")
     add("--counts", type=parse_counts, default=[10, 50, 100, 250, 500], help="containers")
     add("--vm-counts", type=parse_counts, default=[1, 2, 4, 8, 12, 20], help="VMs")
     add("--repeat", type=int, default=5, help="steady in-process passes per scale point (5)")
@@ -124,6 +130,9 @@ class Bench:
         self.running: list[Collector] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="densityd-watch-"))
         self.engines: dict[str, int] = {}
+        self.restarts: list[str] = []  # measurements made again after an engine restart
+        self.vm_target = args.vms
+        self.attempt = 0  # numbers each collector's directory
         self.cleaned = False
 
     # -- clean-up ----------------------------------------------------------------------
@@ -141,6 +150,39 @@ class Bench:
         progress(f"cleanup: removed {removed} containers, {vms} VMs")
 
     # -- pieces ------------------------------------------------------------------------
+
+    def retried(self, what: str, measurement: Callable[[], T]) -> T:
+        """Run ``measurement``; if an engine restarts meanwhile (other tests share them),
+        wait for it, bring our VMs back, and make the measurement again."""
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return measurement()
+            except (EngineRestarted, BenchError) as exc:
+                if attempt == ATTEMPTS or not self.engines_changed():
+                    raise
+                progress(f"  {what}: {exc}; an engine restarted, measuring again")
+                self.restarts.append(f"{what}: {exc}")
+                self.wait_for_engines()
+                self.vms.grow_to(self.vm_target)
+        raise AssertionError("unreachable")
+
+    def engines_changed(self) -> bool:
+        try:
+            return engine_pids() != self.engines
+        except BenchError:
+            return True  # down right now
+
+    def wait_for_engines(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.engines = engine_pids()
+                time.sleep(5)  # let it finish starting (libvirtd reconnects its domains)
+                return
+            except BenchError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
 
     def workloads(self) -> Workloads:
         ours = self.containers.ours()
@@ -182,20 +224,22 @@ class Bench:
         args = self.args
         workloads = self.workloads()
         settle = args.interval if args.settle is None else args.settle
-        baselines = [self.baseline(args.window)]
+        baselines = [self.retried("baseline", lambda: self.baseline(args.window))]
         windows: list[Window] = []
         makers: dict[str, Callable[[Path], Collector]] = {
             "densityd": lambda d: densityd(d, args.interval, workloads),
             "netdata": lambda d: netdata(d, args.interval, workloads),
             "collectd": lambda d: collectd(d, args.interval, workloads, args.uri),
         }
-        for name in args.daemons.split(","):
-            directory = self.tmp / name
+
+        def one(name: str) -> Window:
+            self.attempt += 1
+            directory = self.tmp / f"{name}-{self.attempt}"
             directory.mkdir()
             collector = makers[name](directory)
             self.running.append(collector)
-            windows.append(
-                measure(
+            try:
+                return measure(
                     collector,
                     window=args.window,
                     settle=settle,
@@ -204,9 +248,12 @@ class Bench:
                     ready_timeout=max(300.0, 12 * args.interval),
                     during=self.time_plan if name == "densityd" else None,
                 )
-            )
-            self.running.remove(collector)
-        baselines.append(self.baseline(args.window))
+            finally:
+                self.running.remove(collector)
+
+        for name in args.daemons.split(","):
+            windows.append(self.retried(name, partial(one, name)))
+        baselines.append(self.retried("baseline", lambda: self.baseline(args.window)))
         rate = {k: statistics.fmean(b[k] for b in baselines) / args.window for k in baselines[0]}
         for w in windows:
             w.engine_excess_s = {k: v - rate[k] * w.window_s for k, v in w.engine_cpu_s.items()}
@@ -217,6 +264,9 @@ class Bench:
         progress(f"phase split: {self.args.phase_passes} passes at {self.args.phase_interval:g} s")
         state = self.tmp / "phase-state"
         state.mkdir(exist_ok=True)
+        return self.retried("phase split", lambda: self._phases(state, idle_rate))
+
+    def _phases(self, state: Path, idle_rate: dict[str, float]) -> PhaseSplit:
         return run_phase_split(
             state_dir=state,
             interval=self.args.phase_interval,
@@ -295,18 +345,22 @@ class Bench:
         windows: list[Window] = []
         baseline: dict[str, Any] = {"windows": [], "rate_per_s": {}}
         split: PhaseSplit | None = None
+        hotspots: list[HotSpot] = []
         docker_points: list[ScalePoint] = []
         for n in counts:
             setup = self.containers.grow_to(n)
             progress(f"{n} containers ({setup:.1f} s to start the new ones)")
             time.sleep(5)  # let the engine settle after the starts
             if not args.skip_scale:
-                docker_points.append(self.docker_point(n, setup))
+                docker_points.append(
+                    self.retried(f"{n} containers", partial(self.docker_point, n, setup))
+                )
             if n == args.containers:
                 if not args.skip_compare:
                     windows, baseline = self.compare()
                 if not args.skip_phases:
                     split = self.phases(baseline["rate_per_s"])
+                    hotspots = profile_docker_pass(args.phase_passes, args.profile_top)
         scrape_largest = None
         vm_points: list[ScalePoint] = []
         if not args.skip_scale:
@@ -316,16 +370,19 @@ class Bench:
                 self.vms.shrink_to(n)
                 time.sleep(3)
                 progress(f"{n} VMs")
-                vm_points.append(self.vm_point(n, setup))
+                self.vm_target = n
+                vm_points.append(self.retried(f"{n} VMs", partial(self.vm_point, n, setup)))
         document = {
             "machine": {**machine_basics(), "load_start": load_start, "load_end": loadavg()},
             "densityd_version": __version__,
             "started": started.isoformat(),
             "args": {k: str(v) for k, v in vars(args).items()},
             "engines": self.engines,
+            "measured_again_after_an_engine_restart": self.restarts,
             "baseline": baseline,
             "windows": [w.summary() for w in windows],
             "phases": split.summary() if split else None,
+            "docker_pass_profile": [h.__dict__ for h in hotspots],
             "docker_scale": [p.__dict__ for p in docker_points],
             "docker_fit": {k: v.summary() if v else None for k, v in fits(docker_points).items()},
             "vm_scale": [p.__dict__ for p in vm_points],
@@ -333,6 +390,8 @@ class Bench:
             "scrape_at_largest": scrape_largest,
         }
         self.report(windows, baseline, split, docker_points, vm_points, scrape_largest)
+        if hotspots:
+            print_hotspots(hotspots, args.containers)
         found = targets(windows, split, scrape_largest, vm_points)
         document["targets"] = found
         print_targets_section(found)
