@@ -40,7 +40,7 @@ from typing import Any
 import libvirt
 import requests
 from _common import BenchError, free_port, scrape
-from _watch_procs import EngineRestarted, engines_cpu_s
+from _watch_procs import EngineRestarted, engines_cpu_s, on_cpu_ns
 
 from densityd.collect.sampler import Sampler, SnapshotHolder
 from densityd.collect.sources.cgroups import CgroupReader
@@ -174,6 +174,10 @@ class PhaseSplit:
     cgroup_files_alone_ms: float  # median of a plain loop over the same files
     docker_pass_ms: float
     scrape_ms: list[float] = field(default_factory=list)
+    # Median per pass of the engines' on-CPU time while each source sampled (schedstat):
+    # docker -> dockerd + containerd, libvirt -> libvirtd. An upper bound of what densityd's
+    # calls cost them, unlike a window's delta hardly disturbed by other work on the engine.
+    engine_during_sample_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def files_ratio(self) -> float:
@@ -225,6 +229,30 @@ def run_phase_split(
     original_subscribe = SnapshotHolder.subscribe
 
     restarted: list[str] = []
+    # The engines' CPU while a source's sample ran: its own calls, plus whatever else the
+    # engine did in those milliseconds (other tests' calls), per pass.
+    during: dict[str, list[int]] = {"docker": [], "libvirt": []}
+    behind = {
+        "docker": {k: v for k, v in engines.items() if k in ("dockerd", "containerd")},
+        "libvirt": {k: v for k, v in engines.items() if k == "libvirtd"},
+    }
+
+    def engine_watched(source: str, sample: Callable[..., Any]) -> Callable[..., Any]:
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            try:
+                before = on_cpu_ns(behind[source])
+            except EngineRestarted as exc:
+                restarted.append(str(exc))
+                return sample(*args, **kwargs)
+            try:
+                return sample(*args, **kwargs)
+            finally:
+                try:
+                    during[source].append(on_cpu_ns(behind[source]) - before)
+                except EngineRestarted as exc:
+                    restarted.append(str(exc))
+
+        return watched
 
     def run_pass(self: Sampler) -> Any:
         try:
@@ -266,8 +294,16 @@ def run_phase_split(
     patches: list[tuple[Any, str, Any]] = [
         (Sampler, "run_pass", run_pass),
         (SnapshotHolder, "subscribe", subscribe),
-        (DockerSource, "sample", clock.wrap("docker", DockerSource.sample)),
-        (LibvirtSource, "sample", clock.wrap("libvirt", LibvirtSource.sample)),
+        (
+            DockerSource,
+            "sample",
+            engine_watched("docker", clock.wrap("docker", DockerSource.sample)),
+        ),
+        (
+            LibvirtSource,
+            "sample",
+            engine_watched("libvirt", clock.wrap("libvirt", LibvirtSource.sample)),
+        ),
         (HostSource, "sample", clock.wrap("host", HostSource.sample)),
         (
             requests.Session,
@@ -307,6 +343,11 @@ def run_phase_split(
         for name in last[2]
     }
     alone = read_files_alone(files.paths, file_repeat)
+    during_ms = {
+        source: statistics.median(values[warmup : warmup + passes]) / 1e6
+        for source, values in during.items()
+        if len(values) >= warmup + passes
+    }
     return PhaseSplit(
         interval=interval,
         passes=passes,
@@ -321,6 +362,7 @@ def run_phase_split(
         cgroup_files_alone_ms=statistics.median(alone) * 1e3 if alone else float("nan"),
         docker_pass_ms=wall.get("docker", float("nan")),
         scrape_ms=scrape_ms,
+        engine_during_sample_ms=during_ms,
     )
 
 
@@ -374,3 +416,38 @@ def profile_docker_pass(repeat: int, top: int) -> list[HotSpot]:
         rows.append(HotSpot(label, calls / repeat, own / repeat * 1e3, cumulative / repeat * 1e3))
     rows.sort(key=lambda r: r.own_ms, reverse=True)
     return rows[:top]
+
+
+def pass_against_files(repeat: int, root: str = "/sys/fs/cgroup") -> tuple[float, float, int]:
+    """A fresh ``DockerSource``'s steady pass against reading the cgroup files it opens alone,
+    interleaved (pass, files, pass, files ...) so that both see the same load; the medians
+    (seconds) and how many files."""
+    source = DockerSource()
+    paths: list[str] = []
+    ident = threading.get_ident()
+    recording = [False]
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if not recording[0] or event != "open" or threading.get_ident() != ident:
+            return
+        if isinstance(args[0], str) and args[0].startswith(root):
+            paths.append(args[0])
+
+    sys.addaudithook(hook)  # returns at once when not recording
+    passes: list[float] = []
+    alone: list[float] = []
+    try:
+        source.probe()
+        source.sample()  # the cold one
+        recording[0] = True
+        source.sample()
+        recording[0] = False
+        for _ in range(repeat):
+            start = time.perf_counter()
+            source.sample()
+            passes.append(time.perf_counter() - start)
+            alone += read_files_alone(paths, 1)
+    finally:
+        recording[0] = False
+        source.close()
+    return statistics.median(passes), statistics.median(alone), len(paths)

@@ -100,6 +100,11 @@ def print_phases(split: PhaseSplit) -> None:
         + ", ".join(f"{k} {v:.2f} ms" for k, v in split.engine_cpu_per_pass_ms.items())
     )
     print(
+        "engines' on-CPU time while densityd's samples ran (schedstat, median per pass): "
+        + ", ".join(f"{k} {v:.2f} ms" for k, v in split.engine_during_sample_ms.items())
+        + " (docker: dockerd + containerd; libvirt: libvirtd)"
+    )
+    print(
         f"steady Docker pass {split.docker_pass_ms:.2f} ms vs reading the same "
         f"{split.cgroup_files} cgroup files alone {split.cgroup_files_alone_ms:.2f} ms: "
         f"{split.files_ratio:.1f}x"
@@ -128,17 +133,82 @@ def fit_text(found: Fit | None) -> str:
 def print_scale(kind: str, points: Sequence[ScalePoint], found: dict[str, Fit | None]) -> None:
     """One sweep's points and its fits."""
     print(f"\n## Scale: {kind}\n")
+    files = any(p.files_ratio is not None for p in points)
+    extra = " pass / files alone, interleaved |" if files else ""
     print(
-        f"| {kind} (ours) | seen | pass wall ms | pass CPU ms | per workload µs (wall) | set-up s |"
+        f"| {kind} (ours) | seen | pass wall ms | pass CPU ms | per workload µs (wall) | "
+        f"set-up s |{extra}"
     )
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|" + ("---:|" if files else ""))
     for p in points:
+        cell = ""
+        if files and p.files_ratio is not None:
+            cell = (
+                f" {(p.interleaved_pass_s or 0) * 1e3:.2f} / {(p.files_alone_s or 0) * 1e3:.2f}"
+                f" ms ({p.files} files) = {p.files_ratio:.1f}x |"
+            )
         print(
             f"| {p.n} | {p.seen} | {p.wall_s * 1e3:.2f} | {p.cpu_s * 1e3:.2f} | "
-            f"{p.wall_s / p.seen * 1e6:.0f} | {p.setup_s:.1f} |"
+            f"{p.wall_s / p.seen * 1e6:.0f} | {p.setup_s:.1f} |{cell}"
         )
     for name, value in found.items():
         print(f"fit of the pass {name}: {fit_text(value)}")
+
+
+BASELINE_AGREEMENT = 1.5  # the two idle windows' engine CPU within this factor: usable
+
+
+def baselines_agree(baseline: dict[str, Any]) -> bool:
+    """Whether the idle windows' engine CPU agree well enough to subtract."""
+    windows = baseline.get("windows") or []
+    if len(windows) < 2:
+        return False
+    for name in windows[0]:
+        low, high = sorted(w[name] for w in windows)[:: len(windows) - 1]
+        if high > BASELINE_AGREEMENT * max(low, 0.05):
+            return False
+    return True
+
+
+def cpu_target(
+    ours: Window,
+    netdata: Window,
+    split: PhaseSplit | None,
+    baseline: dict[str, Any],
+    interval: float,
+) -> dict[str, Any]:
+    """densityd's CPU per hour with the engine CPU it causes against netdata's.
+
+    With usable baselines, each collector's window minus them. When other work on the
+    engines made the baselines disagree, densityd's engine CPU is taken from the phase
+    split (the engines' on-CPU time while its samples ran, an upper bound, times the passes
+    an hour holds) and netdata's counts as zero (its Engine calls come only at discovery):
+    a comparison that can only favour netdata.
+    """
+    target = "CPU per hour incl. the engine CPU it causes <= netdata cgroups.plugin's"
+    if baselines_agree(baseline):
+        return {
+            "target": target,
+            "measured": f"densityd {ours.total_cpu_per_hour_s:.1f} CPU-s/h, netdata "
+            f"{netdata.total_cpu_per_hour_s:.1f} CPU-s/h (windows minus the idle baseline)",
+            "met": ours.total_cpu_per_hour_s <= netdata.total_cpu_per_hour_s,
+        }
+    if split is None or not split.engine_during_sample_ms:
+        return {
+            "target": target,
+            "measured": "not measured: the idle baselines disagree (other work on the engines)",
+            "met": None,
+        }
+    passes_per_hour = 3600 / interval
+    engine = sum(split.engine_during_sample_ms.values()) / 1e3 * passes_per_hour
+    total = ours.own_cpu_per_hour_s + engine
+    return {
+        "target": target,
+        "measured": f"densityd {ours.own_cpu_per_hour_s:.1f} own + {engine:.1f} engine "
+        f"(during its samples) = {total:.1f} CPU-s/h, netdata {netdata.own_cpu_per_hour_s:.1f}"
+        " own CPU-s/h (the idle baselines disagree, so no window minus baseline is used)",
+        "met": total <= netdata.own_cpu_per_hour_s,
+    }
 
 
 def targets(
@@ -146,23 +216,24 @@ def targets(
     split: PhaseSplit | None,
     scrape_500: dict[str, Any] | None,
     vm_points: Sequence[ScalePoint],
+    docker_points: Sequence[ScalePoint] = (),
+    baseline: dict[str, Any] | None = None,
+    interval: float = 15.0,
 ) -> list[dict[str, Any]]:
     """Each target of the issue, measured or not."""
     by_name = {w.name: w for w in windows}
     ours, netdata = by_name.get("densityd"), by_name.get("netdata")
     found: list[dict[str, Any]] = []
-    found.append(
-        {
-            "target": "CPU per hour incl. the engine CPU it causes <= netdata cgroups.plugin's",
-            "measured": f"densityd {ours.total_cpu_per_hour_s:.1f} CPU-s/h, netdata "
-            f"{netdata.total_cpu_per_hour_s:.1f} CPU-s/h"
-            if ours and netdata
-            else "not measured",
-            "met": ours.total_cpu_per_hour_s <= netdata.total_cpu_per_hour_s
-            if ours and netdata
-            else None,
-        }
-    )
+    if ours and netdata:
+        found.append(cpu_target(ours, netdata, split, baseline or {}, interval))
+    else:
+        found.append(
+            {
+                "target": "CPU per hour incl. engine CPU <= netdata cgroups.plugin's",
+                "measured": "not measured",
+                "met": None,
+            }
+        )
     found.append(
         {
             "target": f"RSS with all sources on <= {RSS_TARGET_MB:g} MB (PSS reported)",
@@ -172,17 +243,32 @@ def targets(
             "met": ours.rss_bytes / 1e6 <= RSS_TARGET_MB if ours else None,
         }
     )
-    found.append(
-        {
-            "target": f"steady Docker pass at 50 containers <= {FILES_RATIO_TARGET:g}x reading "
-            "the same cgroup files alone",
-            "measured": f"{split.docker_pass_ms:.2f} ms vs {split.cgroup_files_alone_ms:.2f} ms"
-            f" = {split.files_ratio:.1f}x"
-            if split
-            else "not measured",
-            "met": split.files_ratio <= FILES_RATIO_TARGET if split else None,
-        }
+    at_50 = next((p for p in docker_points if p.n == 50 and p.files_ratio is not None), None)
+    files_target = (
+        f"steady Docker pass at 50 containers <= {FILES_RATIO_TARGET:g}x reading the same "
+        "cgroup files alone"
     )
+    if at_50 is not None and at_50.files_ratio is not None:
+        found.append(
+            {
+                "target": files_target,
+                "measured": f"{(at_50.interleaved_pass_s or 0) * 1e3:.2f} ms vs "
+                f"{(at_50.files_alone_s or 0) * 1e3:.2f} ms ({at_50.files} files, interleaved)"
+                f" = {at_50.files_ratio:.1f}x",
+                "met": at_50.files_ratio <= FILES_RATIO_TARGET,
+            }
+        )
+    else:
+        found.append(
+            {
+                "target": files_target,
+                "measured": f"{split.docker_pass_ms:.2f} ms vs "
+                f"{split.cgroup_files_alone_ms:.2f} ms = {split.files_ratio:.1f}x (phase split)"
+                if split
+                else "not measured",
+                "met": split.files_ratio <= FILES_RATIO_TARGET if split else None,
+            }
+        )
     plan = statistics.median(ours.plan_s) if ours and ours.plan_s else None
     found.append(
         {

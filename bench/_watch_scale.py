@@ -24,6 +24,16 @@ class ScalePoint:
     cpu_s: float
     setup_s: float  # starting the workloads added at this size
     engine_cpu_per_pass_s: float | None = None  # libvirtd per stats call (VMs only)
+    # Containers only: a steady pass against reading its cgroup files alone, interleaved.
+    interleaved_pass_s: float | None = None
+    files_alone_s: float | None = None
+    files: int = 0
+
+    @property
+    def files_ratio(self) -> float | None:
+        if self.interleaved_pass_s is None or not self.files_alone_s:
+            return None
+        return self.interleaved_pass_s / self.files_alone_s
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,13 @@ from _docker_cli import DockerCli
 from _docker_measure import time_densityd_pass
 from _libvirt_pass import time_libvirt_pass
 from _watch_daemons import Collector, Window, Workloads, collectd, densityd, measure, netdata
-from _watch_pass import HotSpot, PhaseSplit, profile_docker_pass, run_phase_split
+from _watch_pass import (
+    HotSpot,
+    PhaseSplit,
+    pass_against_files,
+    profile_docker_pass,
+    run_phase_split,
+)
 from _watch_procs import EngineRestarted, delta, engine_pids, engines_cpu_s, tree_memory
 from _watch_report import (
     print_hotspots,
@@ -281,12 +287,16 @@ class Bench:
     def docker_point(self, n: int, setup_s: float) -> ScalePoint:
         names = set(self.containers.running_names())
         timing = time_densityd_pass(names, self.args.repeat)
+        interleaved, alone, files = pass_against_files(4 * self.args.repeat)
         return ScalePoint(
             n=n,
             seen=timing.seen,
             wall_s=statistics.median(timing.steady_s),
             cpu_s=statistics.median(timing.steady_cpu_s),
             setup_s=setup_s,
+            interleaved_pass_s=interleaved,
+            files_alone_s=alone,
+            files=files,
         )
 
     def vm_point(self, n: int, setup_s: float) -> ScalePoint:
@@ -383,7 +393,7 @@ class Bench:
             "windows": [w.summary() for w in windows],
             "phases": split.summary() if split else None,
             "docker_pass_profile": [h.__dict__ for h in hotspots],
-            "docker_scale": [p.__dict__ for p in docker_points],
+            "docker_scale": [{**p.__dict__, "files_ratio": p.files_ratio} for p in docker_points],
             "docker_fit": {k: v.summary() if v else None for k, v in fits(docker_points).items()},
             "vm_scale": [p.__dict__ for p in vm_points],
             "vm_fit": {k: v.summary() if v else None for k, v in fits(vm_points).items()},
@@ -392,7 +402,9 @@ class Bench:
         self.report(windows, baseline, split, docker_points, vm_points, scrape_largest)
         if hotspots:
             print_hotspots(hotspots, args.containers)
-        found = targets(windows, split, scrape_largest, vm_points)
+        found = targets(
+            windows, split, scrape_largest, vm_points, docker_points, baseline, args.interval
+        )
         document["targets"] = found
         print_targets_section(found)
         return document
