@@ -82,7 +82,19 @@ def _gone(docker_cli: DockerCLI, container_id: str) -> bool:
     return not docker_cli("ps", "-aq", "--no-trunc", "--filter", f"id={container_id}")
 
 
-@pytest.mark.parametrize("stats_mode", ["cgroup", "api"])
+# With --docker-stats-mode api densityd reads no cgroup file at all, so only the Engine's oom
+# event can carry the kill of a container removed at once; Docker 20.10 on cgroup v2 does not
+# always send it (seen in the v2 guest with the stream open). The cgroup mode reads the
+# counter at the container's die event as well, and is counted on both worlds.
+API_ON_V2 = pytest.mark.xfail(
+    cgroup_version() == 2,
+    reason="Docker 20.10 on cgroup v2 does not always send the oom event, the only witness "
+    "in api mode",
+    strict=False,
+)
+
+
+@pytest.mark.parametrize("stats_mode", ["cgroup", pytest.param("api", marks=API_ON_V2)])
 def test_a_container_removed_right_after_its_kill_is_still_counted(
     start_daemon: StartDaemon, containers: Containers, docker_cli: DockerCLI, stats_mode: str
 ) -> None:
