@@ -6,6 +6,7 @@ directory first on ``sys.path``), so run them as ``python bench/<script>.py``.
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import math
@@ -60,6 +61,17 @@ class LatencySummary:
             "p99_ms": self.p99_ms,
             "max_ms": self.max_ms,
         }
+
+
+def parse_counts(text: str) -> list[int]:
+    """An option's ``10,50,200`` -> ``[10, 50, 200]`` (sorted, each at least 1)."""
+    try:
+        counts = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be comma-separated integers") from None
+    if not counts or counts[0] < 1:
+        raise argparse.ArgumentTypeError("must list at least one count, each at least 1")
+    return counts
 
 
 def free_port() -> int:

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _common import BenchError, loadavg, run_benchmark
+from _common import BenchError, loadavg, parse_counts, run_benchmark
 from _docker_cli import DockerCli, bench_name, build_image, grow_to
 from _docker_measure import (
     DaemonResult,
@@ -49,17 +49,6 @@ from _docker_measure import (
 from _docker_report import linear_fit, machine, print_report, targets
 
 # -- main --------------------------------------------------------------------------------------
-
-
-def parse_counts(text: str) -> list[int]:
-    """``10,50,200`` -> ``[10, 50, 200]`` (sorted, each at least 1)."""
-    try:
-        counts = sorted({int(part) for part in text.split(",") if part.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError("must be comma-separated integers") from None
-    if not counts or counts[0] < 1:
-        raise argparse.ArgumentTypeError("must list at least one count, each at least 1")
-    return counts
 
 
 def build_parser() -> argparse.ArgumentParser:

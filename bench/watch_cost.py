@@ -54,6 +54,7 @@ from _common import (
     clean_env,
     loadavg,
     machine_basics,
+    parse_counts,
     percentile,
     progress,
     run_benchmark,
@@ -85,17 +86,6 @@ from densityd import __version__
 
 T = TypeVar("T")
 ATTEMPTS = 3  # per measurement, when another test restarts an engine meanwhile
-
-
-def parse_counts(text: str) -> list[int]:
-    """``10,50,500`` -> ``[10, 50, 500]`` (sorted, each at least 1)."""
-    try:
-        counts = sorted({int(part) for part in text.split(",") if part.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError("must be comma-separated integers") from None
-    if not counts or counts[0] < 1:
-        raise argparse.ArgumentTypeError("must list at least one count, each at least 1")
-    return counts
 
 
 def build_parser() -> argparse.ArgumentParser:
