@@ -10,12 +10,16 @@ TCG a pass can take seconds), plus 0.5 s, and never behind it.
 
 from __future__ import annotations
 
+import os
+import queue
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from densityd.collect.sources.cgroup_notify import CgroupFileNotifier
 from tests.integration.backends import (
     Containers,
     Daemon,
@@ -124,6 +128,43 @@ def test_a_container_removed_right_after_its_kill_is_still_counted(
     assert value_of(series, "densityd_workload_info", id=container_id) is None  # not listed
     time.sleep(2.5)
     assert _kills(daemon.scrape(), container_id) == 1  # kept, and counted once
+
+
+def _cgroup2_mount() -> Path | None:
+    """Where the unified hierarchy is mounted: the root on v2, ``unified`` on a hybrid host."""
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        if fields[2] == "cgroup2":
+            return Path(fields[1])
+    return None
+
+
+def test_the_kernel_announces_a_cgroup_file_change_to_the_notifier(tmp_path: Path) -> None:
+    """The notices that count a ``--rm`` container's kill in time (``cgroup_notify``) are the
+    kernel's own: a real cgroup's ``cgroup.events`` changes when a process joins and leaves,
+    as ``memory.events`` does at a kill."""
+    mount = _cgroup2_mount()
+    if mount is None:
+        pytest.skip("no cgroup2 hierarchy is mounted")
+    directory = mount / f"densityd-notice-test-{os.getpid()}"
+    directory.mkdir()
+    changes: queue.Queue[str] = queue.Queue()
+    notifier = CgroupFileNotifier(lambda key, path: changes.put(Path(path).read_text()), "test")
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        notifier.follow({"test": str(directory / "cgroup.events")})
+        (directory / "cgroup.procs").write_text(str(sleeper.pid))
+        assert "populated 1" in changes.get(timeout=5)
+        sleeper.kill()
+        sleeper.wait()
+        deadline = time.monotonic() + 5
+        while "populated 0" not in changes.get(timeout=max(0.0, deadline - time.monotonic())):
+            pass
+    finally:
+        notifier.close()
+        sleeper.kill()
+        sleeper.wait()
+        directory.rmdir()
 
 
 def _cpu_stat(docker_cli: DockerCLI, container_id: str) -> dict[str, int]:

@@ -148,6 +148,15 @@ def _read(path: str) -> str:
         return handle.read().decode()
 
 
+def read_oom_kill_counter(file: str) -> int | None:
+    """The ``oom_kill`` counter in ``memory.events`` (v2) or ``memory.oom_control`` (v1);
+    ``None`` when the file cannot be read (its cgroup is gone)."""
+    try:
+        return parse_flat_keyed(_read(file)).get("oom_kill")
+    except OSError:
+        return None
+
+
 def working_set(usage_bytes: int, inactive_file_bytes: int) -> int:
     """Return usage minus inactive file cache, floored at 0, as ``docker stats`` computes it."""
     return max(0, usage_bytes - inactive_file_bytes)
@@ -570,18 +579,21 @@ class CgroupReader:
             return self._signals_v2(directory, cpu_stat, memory=memory)
         return self._signals_v1(path, memory=memory)
 
+    def oom_kills_file(self, path: str) -> str:
+        """The file holding a cgroup's ``oom_kill`` counter: v2 ``memory.events``, v1
+        ``memory.oom_control``."""
+        if self.version == 2:
+            return f"{self.root}/{path}/memory.events"
+        return f"{self._memory_dir}/{path}/memory.oom_control"
+
+    def announces_oom_kills(self) -> bool:
+        """Tell whether the kernel announces a change to ``oom_kills_file`` (inotify): v2's
+        ``memory.events`` is, v1's ``memory.oom_control`` is not."""
+        return self.version == 2
+
     def read_oom_kills(self, path: str) -> int | None:
-        """A cgroup's ``oom_kill`` counter alone (v2 ``memory.events``, v1
-        ``memory.oom_control``); ``None`` when it cannot be read."""
-        name = (
-            f"{self.root}/{path}/memory.events"
-            if self.version == 2
-            else f"{self._memory_dir}/{path}/memory.oom_control"
-        )
-        try:
-            return parse_flat_keyed(_read(name)).get("oom_kill")
-        except OSError:
-            return None
+        """A cgroup's ``oom_kill`` counter alone; ``None`` when it cannot be read."""
+        return read_oom_kill_counter(self.oom_kills_file(path))
 
     def _note_pressure_unavailable(self) -> None:
         reason = self.pressure_unavailable

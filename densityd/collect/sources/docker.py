@@ -27,7 +27,10 @@ allowlist; environment variables and other labels are never copied out of the in
 - OOM kills are counted from the cgroup's counter (``memory.events`` / ``memory.oom_control``)
   and from Docker's ``oom`` events, counted as the stream brings them: a container killed
   and removed between two passes has no cgroup left to read, but its event still counts.
-  Podman 4.3 logs no ``oom`` event, so for Podman only the cgroup counts.
+  Docker 20.10 on cgroup v2 does not always send that event, and Podman 4.3 logs none, so the
+  counter is also read when the kernel announces a change to ``memory.events`` (v2,
+  ``cgroup_notify``: at the kill, while the cgroup is still there) and at the container's
+  ``die`` event.
 """
 
 from __future__ import annotations
@@ -47,12 +50,14 @@ import requests.exceptions
 
 from densityd.collect.sources.base import SourceUnavailable
 from densityd.collect.sources.block_names import BlockDeviceNames
+from densityd.collect.sources.cgroup_notify import CgroupFileNotifier
 from densityd.collect.sources.cgroups import (
     CgroupDriver,
     CgroupReader,
     CgroupStats,
     Engine,
     in_private_namespace,
+    read_oom_kill_counter,
 )
 from densityd.collect.sources.docker_events import Changes, ContainerEvents, event_container
 from densityd.collect.sources.docker_stats import (
@@ -89,23 +94,31 @@ class _OomCount:
     """The OOM kills counted for one container: its cgroup's counter and the Engine's events.
 
     The total is the larger of the two, each of which only grows: the cgroup's counts every
-    kill while the cgroup can be read (and restarts at 0 with a new cgroup when the container
-    restarts, so earlier cgroups' counts are kept), the events count kills whose cgroup was
-    gone before it could be read again.
+    kill while the cgroup can be read (and starts at 0 with a new cgroup each time the
+    container starts, so earlier cgroups' counts are kept), the events count kills whose
+    cgroup was gone before it could be read again.
+
+    Readings come from more than one thread (the pass, the kernel's notices, the ``die``
+    event), so one taken before a kill can be observed after one taken after it: a lower
+    reading means a new cgroup only when it was taken after the highest one.
     """
 
     name: str
     earlier_cgroups: int = 0
     cgroup: int | None = None
+    cgroup_read_at: float = 0.0  # Unix seconds, when the reading in ``cgroup`` was taken
     events: int = 0
     gone_since: float | None = None
     event_keys: set[tuple[str, int]] = field(default_factory=set)
 
-    def observe(self, kills: int) -> None:
-        """The current cgroup's ``oom_kill`` as read now."""
+    def observe(self, kills: int, read_at: float) -> None:
+        """The current cgroup's ``oom_kill`` as read at ``read_at`` (at or before the read)."""
         if self.cgroup is not None and kills < self.cgroup:
+            if read_at <= self.cgroup_read_at:
+                return  # taken before the higher reading, observed after it: stale
             self.earlier_cgroups += self.cgroup  # a new cgroup: the container was restarted
         self.cgroup = kills
+        self.cgroup_read_at = max(self.cgroup_read_at, read_at)
 
     def total(self) -> int | None:
         """Kills counted, or ``None`` when neither the cgroup nor an event has told."""
@@ -261,6 +274,7 @@ class DockerSource:
             where=self.base_url,
             on_exit=self._read_oom_kills_at_exit,
         )
+        self._oom_notifier = CgroupFileNotifier(self._read_oom_kills, name="docker-oom-notices")
 
     # -- connection ---------------------------------------------------------------------
 
@@ -357,8 +371,9 @@ class DockerSource:
         )
 
     def close(self) -> None:
-        """Close the event stream, the API clients and the stats thread pool."""
+        """Close the event stream, the OOM notices, the API clients and the stats pool."""
         self._events.close()
+        self._oom_notifier.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._disconnect()
         disk_client, self._disk_client = self._disk_client, None
@@ -422,6 +437,8 @@ class DockerSource:
         for removed in changes.removed:
             self._meta.pop(removed, None)
         self._inspect_changed(client, stale)
+        if resync or stale or changes.removed:  # the table changed: so do the watched files
+            self._follow_oom_counters()
         if resync:
             self._last_resync = now
 
@@ -665,26 +682,51 @@ class DockerSource:
     def _is_block_device(self, device: str) -> bool:
         return (self._sys_root / "dev" / "block" / device).exists()
 
+    def _follow_oom_counters(self) -> None:
+        """Have the kernel's notices of a kill come for every running container's counter
+        (where it sends them: cgroup v2)."""
+        if not self.uses_cgroup_files() or not self._cgroups.announces_oom_kills():
+            return
+        self._oom_notifier.follow(
+            {
+                container_id: self._cgroups.oom_kills_file(meta.cgroup_path)
+                for container_id, meta in self._meta.items()
+                if meta.cgroup_path is not None
+            }
+        )
+
     def _read_oom_kills_at_exit(self, container_id: str) -> None:
-        """Read an exited container's OOM kill counter while its cgroup is still there (the
-        engine removes it after the ``die`` event): a ``--rm`` container OOM-killed between
-        two passes is counted even where the engine sends no ``oom`` event for it (Docker
-        20.10 on cgroup v2 does not always). Runs on the events thread: one file read."""
+        """Read an exited container's OOM kill counter at its ``die`` event, in case its cgroup
+        is still there (the engine removes it after): on cgroup v1, where the kernel sends no
+        notice of a kill, this is what counts a ``--rm`` container killed between two passes
+        when the engine sends no ``oom`` event. Runs on the events thread: one file read."""
         meta = self._meta.get(container_id)
         if meta is None or meta.cgroup_path is None or not self.uses_cgroup_files():
             return
-        kills = self._cgroups.read_oom_kills(meta.cgroup_path)
+        self._read_oom_kills(container_id, self._cgroups.oom_kills_file(meta.cgroup_path))
+
+    def _read_oom_kills(self, container_id: str, file: str) -> None:
+        """Take the container's OOM kill counter from ``file`` now, if its cgroup is still
+        there; runs on the events or the notices thread."""
+        read_at = time.time()
+        kills = read_oom_kill_counter(file)
         if kills is None:
             return  # the cgroup was already gone
+        meta = self._meta.get(container_id)
         with self._oom_lock:
-            count = self._oom.setdefault(container_id, _OomCount(meta.name))
-            count.observe(kills)
+            count = self._oom.get(container_id)
+            if count is None:
+                name = meta.name if meta is not None else container_id[:12]
+                count = self._oom[container_id] = _OomCount(name)
+            count.observe(kills, read_at)
 
     def _oom_kills(
         self, container_id: str, meta: _ContainerMeta, stats: CgroupStats | None
     ) -> int | None:
         """The container's OOM kills: its cgroup's counter as read now, and its events."""
         kills = stats.signals.oom_kills if stats is not None else None
+        # Read after the CPU counter was: that time is a bound from below.
+        read_at = stats.cpu_read_at if stats is not None and stats.cpu_read_at else time.time()
         with self._oom_lock:
             count = self._oom.get(container_id)
             if count is None and kills is not None:
@@ -693,7 +735,7 @@ class DockerSource:
                 return None
             count.name = meta.name
             if kills is not None:
-                count.observe(kills)
+                count.observe(kills, read_at)
             return count.total()
 
     def _workload(
