@@ -71,32 +71,55 @@ def disk_usage(path: str) -> DiskUsage | None:
 SHIM_COMMAND_PREFIX = "containerd-shim"
 
 
-def read_shim_rss(proc_root: Path) -> tuple[int, ...]:
+class ShimRssReader:
     """Resident set in bytes of each containerd shim process under ``proc_root``.
 
     One shim runs per container (``containerd-shim-runc-v2``, or ``containerd-shim`` for the
-    v1 runtime); its RSS is a container's fixed cost beyond its own processes. Processes that
-    exit while being read are skipped.
+    v1 runtime); its RSS is a container's fixed cost beyond its own processes. Every pass
+    lists ``proc_root``, but reads only the ``status`` of shims and of processes it has not
+    seen before: what a PID is does not change while the PID stays (an ``exec`` aside, which
+    shims do not do), and a PID is given again only after the kernel has gone round all of
+    ``pid_max``, not between two passes. Processes that exit while being read are skipped.
     """
-    sizes: list[int] = []
-    try:
-        entries = list(os.scandir(proc_root))
-    except OSError:
-        return ()
-    for entry in entries:
-        if not entry.name.isdigit():
-            continue
+
+    def __init__(self, proc_root: Path) -> None:
+        self._proc_root = str(proc_root)
+        self._shims: set[str] = set()
+        self._others: set[str] = set()
+
+    def read(self) -> tuple[int, ...]:
+        """Each shim's RSS, in bytes (a zombie shim has none and is left out)."""
         try:
-            # comm is truncated to 15 characters: "containerd-shim" exactly fits.
-            if not (proc_root / entry.name / "comm").read_text().startswith(SHIM_COMMAND_PREFIX):
-                continue
-            status = (proc_root / entry.name / "status").read_text()
+            present = {name for name in os.listdir(self._proc_root) if name.isdigit()}
         except OSError:
-            continue
-        rss = [line for line in status.splitlines() if line.startswith("VmRSS:")]
-        if rss:
-            sizes.extend(parse_meminfo(rss[0]).values())
-    return tuple(sizes)
+            return ()
+        self._others &= present
+        self._shims &= present
+        sizes: list[int] = []
+        for pid in present - self._others:
+            try:
+                with open(f"{self._proc_root}/{pid}/status", "rb", buffering=0) as handle:
+                    status = handle.read()
+            except OSError:
+                continue  # exited since the listing
+            # The first line is "Name:\t" and the comm, truncated to 15 characters:
+            # "containerd-shim" exactly fits.
+            if not status.startswith(b"Name:\t" + SHIM_COMMAND_PREFIX.encode()):
+                self._others.add(pid)
+                self._shims.discard(pid)
+                continue
+            self._shims.add(pid)
+            start = status.find(b"\nVmRSS:") + 1
+            if start:
+                end = status.find(b"\n", start)
+                line = status[start : end if end >= 0 else len(status)].decode()
+                sizes.extend(parse_meminfo(line).values())
+        return tuple(sizes)
+
+
+def read_shim_rss(proc_root: Path) -> tuple[int, ...]:
+    """Each containerd shim's RSS under ``proc_root``, read once (``ShimRssReader``)."""
+    return ShimRssReader(proc_root).read()
 
 
 def read_host_pressure(
@@ -222,6 +245,7 @@ class HostSource:
         self._disk_calls: dict[str, GuardedCall[DiskUsage | None]] = {}
         self._private_namespace = in_private_namespace(self._proc_root)  # fixed for a process
         self._pressure_reason: str | None = None
+        self._shim_rss = ShimRssReader(self._proc_root)
 
     def probe(self) -> str:
         """Describe the host."""
@@ -261,7 +285,7 @@ class HostSource:
             cgroup_namespace_private=self._private_namespace,
             ksm_shared_bytes=ksm_shared,
             ksm_sharing_bytes=ksm_sharing,
-            container_shim_rss_bytes=read_shim_rss(self._proc_root),
+            container_shim_rss_bytes=self._shim_rss.read(),
             hugepages=pools,
             hugepages_bytes=hugetlb,
             cpu_pressure=cpu_pressure,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from densityd.collect.sources import host as host_module
 from densityd.collect.sources.host import (
     HostSource,
+    ShimRssReader,
     disk_usage,
     parse_meminfo,
     read_host_pressure,
@@ -200,6 +202,20 @@ def test_read_shim_rss_finds_v1_and_v2_shims_only(tmp_path: Path) -> None:
     (tmp_path / "self").mkdir()
     (tmp_path / "meminfo").write_text("MemTotal: 1 kB\n")
     assert sorted(read_shim_rss(tmp_path)) == [12800 * 1024, 13120 * 1024]
+
+
+def test_the_shim_reader_reads_again_only_shims_and_new_processes(tmp_path: Path) -> None:
+    _process(tmp_path, 10, "containerd-shim", 13120)
+    _process(tmp_path, 12, "dockerd", 90000)
+    reader = ShimRssReader(tmp_path)
+    assert reader.read() == (13120 * 1024,)
+    # dockerd's status is not read again (it would fail now); the shim's RSS is.
+    (tmp_path / "12" / "status").unlink()
+    (tmp_path / "10" / "status").write_text("Name:\tcontainerd-shim\nVmRSS:\t14000 kB\n")
+    _process(tmp_path, 20, "containerd-shim", 9000)  # a new container's shim
+    assert sorted(reader.read()) == [9000 * 1024, 14000 * 1024]
+    shutil.rmtree(tmp_path / "10")  # its container is gone
+    assert reader.read() == (9000 * 1024,)
 
 
 def test_read_shim_rss_without_proc_is_empty(tmp_path: Path) -> None:
