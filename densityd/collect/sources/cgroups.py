@@ -142,7 +142,7 @@ def parse_cpu_max(text: str) -> float | None:
     return int(quota) / int(period or 100_000)
 
 
-def _read(path: str) -> str:
+def read_kernel_file(path: str) -> str:
     """Read a small kernel file whole (unbuffered, no text layer: the hot path's unit cost)."""
     with open(path, "rb", buffering=0) as handle:
         return handle.read().decode()
@@ -152,7 +152,7 @@ def read_oom_kill_counter(file: str) -> int | None:
     """The ``oom_kill`` counter in ``memory.events`` (v2) or ``memory.oom_control`` (v1);
     ``None`` when the file cannot be read (its cgroup is gone)."""
     try:
-        return parse_flat_keyed(_read(file)).get("oom_kill")
+        return parse_flat_keyed(read_kernel_file(file)).get("oom_kill")
     except OSError:
         return None
 
@@ -545,23 +545,23 @@ class CgroupReader:
         if self.version == 2:
             directory = f"{self.root}/{path}"
             try:
-                text = _read(f"{directory}/memory.max").strip()
+                text = read_kernel_file(f"{directory}/memory.max").strip()
                 memory = None if text == "max" else int(text)
             except (OSError, ValueError):
                 memory = None
             try:
-                cpu = parse_cpu_max(_read(f"{directory}/cpu.max"))
+                cpu = parse_cpu_max(read_kernel_file(f"{directory}/cpu.max"))
             except (OSError, ValueError):
                 cpu = None
             return CgroupLimits(memory, cpu)
         try:
-            value = int(_read(f"{self._memory_dir}/{path}/memory.limit_in_bytes"))
+            value = int(read_kernel_file(f"{self._memory_dir}/{path}/memory.limit_in_bytes"))
             memory = value if value < _V1_UNLIMITED else None
         except (OSError, ValueError):
             memory = None
         try:
-            quota = int(_read(f"{self._quota_dir}/{path}/cpu.cfs_quota_us"))
-            period = int(_read(f"{self._quota_dir}/{path}/cpu.cfs_period_us"))
+            quota = int(read_kernel_file(f"{self._quota_dir}/{path}/cpu.cfs_quota_us"))
+            period = int(read_kernel_file(f"{self._quota_dir}/{path}/cpu.cfs_period_us"))
             cpu = quota / period if quota > 0 and period > 0 else None
         except (OSError, ValueError):
             cpu = None
@@ -573,7 +573,7 @@ class CgroupReader:
         if self.version == 2:
             directory = f"{self.root}/{path}"
             try:
-                cpu_stat = parse_flat_keyed(_read(f"{directory}/cpu.stat"))
+                cpu_stat = parse_flat_keyed(read_kernel_file(f"{directory}/cpu.stat"))
             except OSError:
                 cpu_stat = {}
             return self._signals_v2(directory, cpu_stat, memory=memory)
@@ -612,7 +612,7 @@ class CgroupReader:
         for resource in ("cpu", "memory", "io"):
             file = f"{directory}/{resource}.pressure"
             try:
-                found.append(parse_pressure(_read(file)))
+                found.append(parse_pressure(read_kernel_file(file)))
             except OSError as exc:
                 if exc.errno == errno.EOPNOTSUPP:
                     self.pressure_unavailable = (
@@ -650,18 +650,14 @@ class CgroupReader:
         protection: list[int | None] = []
         for name in ("min", "low", "high"):
             try:
-                text = _read(f"{directory}/memory.{name}")
+                text = read_kernel_file(f"{directory}/memory.{name}")
             except OSError:
                 protection.append(None)
                 continue
             protection.append(parse_memory_protection(text, zero_is_unset=name != "high"))
-        try:
-            oom_kills = parse_flat_keyed(_read(f"{directory}/memory.events")).get("oom_kill")
-        except OSError:
-            oom_kills = None
         return dataclasses.replace(
             signals,
-            oom_kills=oom_kills,
+            oom_kills=read_oom_kill_counter(f"{directory}/memory.events"),
             memory_min_bytes=protection[0],
             memory_low_bytes=protection[1],
             memory_high_bytes=protection[2],
@@ -671,7 +667,7 @@ class CgroupReader:
         if self.pressure_unavailable is not None:
             self._note_pressure_unavailable()
         try:
-            cpu_stat = parse_flat_keyed(_read(f"{self._quota_dir}/{path}/cpu.stat"))
+            cpu_stat = parse_flat_keyed(read_kernel_file(f"{self._quota_dir}/{path}/cpu.stat"))
         except OSError:
             cpu_stat = {}
         periods, throttled_periods, throttled_seconds = parse_throttling(cpu_stat, 1)
@@ -683,22 +679,19 @@ class CgroupReader:
         if not memory:
             return signals
         base = f"{self._memory_dir}/{path}"
+        oom_kills = read_oom_kill_counter(f"{base}/memory.oom_control")
         try:
-            oom_kills = parse_flat_keyed(_read(f"{base}/memory.oom_control")).get("oom_kill")
-        except OSError:
-            oom_kills = None
-        try:
-            soft_limit = parse_soft_limit_v1(_read(f"{base}/memory.soft_limit_in_bytes"))
+            soft_limit = parse_soft_limit_v1(read_kernel_file(f"{base}/memory.soft_limit_in_bytes"))
         except OSError:
             soft_limit = None
         return dataclasses.replace(signals, oom_kills=oom_kills, memory_soft_limit_bytes=soft_limit)
 
     def _read_v1(self, path: str) -> CgroupStats:
         memory = f"{self._memory_dir}/{path}"
-        cpu_ns = int(_read(f"{self._cpu_dir}/{path}/cpuacct.usage"))
+        cpu_ns = int(read_kernel_file(f"{self._cpu_dir}/{path}/cpuacct.usage"))
         read_at = time.time()
-        usage = int(_read(f"{memory}/memory.usage_in_bytes"))
-        stat = parse_flat_keyed(_read(f"{memory}/memory.stat"))
+        usage = int(read_kernel_file(f"{memory}/memory.usage_in_bytes"))
+        stat = parse_flat_keyed(read_kernel_file(f"{memory}/memory.stat"))
         inactive_file = stat.get("total_inactive_file", stat.get("inactive_file", 0))
         devices = self._read_blkio_v1(path)
         read_bytes, written_bytes = io_totals(devices) if devices is not None else (None, None)
@@ -722,20 +715,20 @@ class CgroupReader:
             "blkio.io_service_bytes_recursive",
         ):
             try:
-                text = _read(f"{self._blkio_dir}/{path}/{name}")
+                text = read_kernel_file(f"{self._blkio_dir}/{path}/{name}")
             except OSError:
                 continue
             return parse_blkio_v1(text)
         return None
 
     def _read_v2(self, directory: str) -> CgroupStats:
-        cpu = parse_flat_keyed(_read(f"{directory}/cpu.stat"))
+        cpu = parse_flat_keyed(read_kernel_file(f"{directory}/cpu.stat"))
         read_at = time.time()
-        usage = int(_read(f"{directory}/memory.current"))
-        stat = parse_flat_keyed(_read(f"{directory}/memory.stat"))
+        usage = int(read_kernel_file(f"{directory}/memory.current"))
+        stat = parse_flat_keyed(read_kernel_file(f"{directory}/memory.stat"))
         devices: tuple[DeviceIO, ...] | None
         try:
-            devices = parse_io_stat_v2(_read(f"{directory}/io.stat"))
+            devices = parse_io_stat_v2(read_kernel_file(f"{directory}/io.stat"))
         except OSError:
             devices = None  # the io controller is not enabled for this cgroup
         read_bytes, written_bytes = io_totals(devices) if devices is not None else (None, None)

@@ -23,7 +23,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from densityd.collect.guarded import GuardedCall, gather
-from densityd.collect.sources.cgroups import in_private_namespace, parse_pressure
+from densityd.collect.sources.cgroups import (
+    in_private_namespace,
+    parse_pressure,
+    read_kernel_file,
+)
 from densityd.model import (
     DiskUsage,
     HostSample,
@@ -69,6 +73,7 @@ def disk_usage(path: str) -> DiskUsage | None:
 
 
 SHIM_COMMAND_PREFIX = "containerd-shim"
+SHIM_STATUS_PREFIX = f"Name:\t{SHIM_COMMAND_PREFIX}"
 
 
 class ShimRssReader:
@@ -98,22 +103,20 @@ class ShimRssReader:
         sizes: list[int] = []
         for pid in present - self._others:
             try:
-                with open(f"{self._proc_root}/{pid}/status", "rb", buffering=0) as handle:
-                    status = handle.read()
+                status = read_kernel_file(f"{self._proc_root}/{pid}/status")
             except OSError:
                 continue  # exited since the listing
             # The first line is "Name:\t" and the comm, truncated to 15 characters:
             # "containerd-shim" exactly fits.
-            if not status.startswith(b"Name:\t" + SHIM_COMMAND_PREFIX.encode()):
+            if not status.startswith(SHIM_STATUS_PREFIX):
                 self._others.add(pid)
                 self._shims.discard(pid)
                 continue
             self._shims.add(pid)
-            start = status.find(b"\nVmRSS:") + 1
+            start = status.find("\nVmRSS:") + 1
             if start:
-                end = status.find(b"\n", start)
-                line = status[start : end if end >= 0 else len(status)].decode()
-                sizes.extend(parse_meminfo(line).values())
+                end = status.find("\n", start)
+                sizes.extend(parse_meminfo(status[start : end if end >= 0 else None]).values())
         return tuple(sizes)
 
 

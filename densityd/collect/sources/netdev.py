@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from densityd.collect.sources.cgroups import read_kernel_file
 from densityd.model import NetworkInterface
 
 # Loopback only carries a workload's traffic to itself.
@@ -70,6 +71,6 @@ def host_net_namespace(proc_root: Path) -> int | None:
 def read_interfaces(proc_root: Path, pid: int) -> tuple[NetworkInterface, ...] | None:
     """The interfaces of the namespace ``pid`` is in; None when its file cannot be read."""
     try:
-        return parse_net_dev((proc_root / str(pid) / "net" / "dev").read_text())
+        return parse_net_dev(read_kernel_file(f"{proc_root}/{pid}/net/dev"))
     except OSError:
         return None

@@ -606,7 +606,7 @@ def test_v2_pressure_eopnotsupp_is_psi_off_and_not_tried_again(
 ) -> None:
     """Booted with psi=0 the files are there, but reading them fails with EOPNOTSUPP."""
     cgroups._LOGGED.clear()
-    real_read = cgroups._read
+    real_read = cgroups.read_kernel_file
     pressure_reads: list[str] = []
 
     def psi_off(path: str) -> str:
@@ -615,7 +615,7 @@ def test_v2_pressure_eopnotsupp_is_psi_off_and_not_tried_again(
             raise OSError(errno.EOPNOTSUPP, "Operation not supported", path)
         return real_read(path)
 
-    monkeypatch.setattr(cgroups, "_read", psi_off)
+    monkeypatch.setattr(cgroups, "read_kernel_file", psi_off)
     reader = CgroupReader(CGROUP / "v2-systemd")
     with caplog.at_level("INFO", logger="densityd.sources.cgroups"):
         for _ in range(3):
