@@ -16,6 +16,11 @@ names it: a container restarted in place gets a new cgroup at the same path. Whe
 cannot be had (no instance or watch left under the ``fs.inotify`` limits), the reason is
 logged once and the files are read at each pass as before: a kill is then counted late or,
 for a container removed between two passes, only through the engine.
+
+The cost: one read of the file per notice. ``memory.events`` also changes at every ``max``
+and ``high`` event, so a container that sits at its memory limit is read up to 100 times a
+second (the kernel's spacing), some 20 µs each: a few tenths of a percent of a core per such
+container, and nothing for the others.
 """
 
 from __future__ import annotations
