@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import select
 import threading
 from collections.abc import Callable, Mapping
 
@@ -36,8 +38,8 @@ log = logging.getLogger(__name__)
 
 # A modification is what the kernel sends (kernfs_notify); IGNORED ends a watch.
 WATCH_MASK = inotify_simple.flags.MODIFY
-# How long a read waits before the thread looks whether it should stop.
-READ_TIMEOUT_MS = 1000
+# How long ``close`` waits for the thread, which it wakes at once.
+CLOSE_WAIT_SECONDS = 2.0
 
 OnChange = Callable[[str, str], None]
 """Called with a watched key and its file's path, on the notifier's thread."""
@@ -56,6 +58,7 @@ class CgroupFileNotifier:
         self._watches: dict[str, int] = {}  # key -> its watch descriptor
         self._keys: dict[int, str] = {}  # watch descriptor -> key
         self._stopping = threading.Event()
+        self._wake = os.eventfd(0, os.EFD_CLOEXEC)  # written by ``close`` to end the thread
         self._thread: threading.Thread | None = None
 
     @property
@@ -86,10 +89,14 @@ class CgroupFileNotifier:
 
     def close(self) -> None:
         """Stop the thread and close the inotify instance (its watches with it)."""
+        if self._stopping.is_set():
+            return
         self._stopping.set()
+        os.eventfd_write(self._wake, 1)
         thread = self._thread
         if thread is not None:
-            thread.join(timeout=2 * READ_TIMEOUT_MS / 1000)
+            thread.join(timeout=CLOSE_WAIT_SECONDS)
+        os.close(self._wake)
         with self._lock:
             inotify, self._inotify = self._inotify, None
             if inotify is not None:
@@ -138,14 +145,17 @@ class CgroupFileNotifier:
             )
 
     def _run(self) -> None:
-        while not self._stopping.is_set():
-            inotify = self._inotify
-            if inotify is None:
+        inotify = self._inotify
+        if inotify is None:
+            return
+        poller = select.poll()
+        poller.register(inotify.fileno(), select.POLLIN)
+        poller.register(self._wake, select.POLLIN)
+        while True:
+            ready = {fd for fd, _ in poller.poll()}  # sleeps until a notice or ``close``
+            if self._wake in ready or self._stopping.is_set():
                 return
-            try:
-                events = inotify.read(timeout=READ_TIMEOUT_MS)
-            except (OSError, ValueError):  # closed under the read by ``close``
-                return
+            events = inotify.read(timeout=0)
             changed: dict[str, str] = {}
             with self._lock:
                 for event in events:
