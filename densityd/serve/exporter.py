@@ -13,6 +13,7 @@ DESIGN §5. Sample output::
 from __future__ import annotations
 
 import gzip
+import itertools
 import re
 import threading
 import time
@@ -33,6 +34,7 @@ from densityd.model import (
     SourceStatus,
     WorkloadSample,
 )
+from densityd.serve.text_format import text_exposition
 
 IDENTITY_LABELS = ("kind", "id", "name")
 INFO_LABELS = (*IDENTITY_LABELS, "image", "os", "state")
@@ -592,11 +594,8 @@ def render(
     holder = SnapshotHolder()
     if snapshot is not None:
         holder.publish(snapshot)
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(SnapshotCollector(holder, clock))
-    for collector in extra:
-        registry.register(collector)
-    return generate_latest(registry)
+    collectors = (SnapshotCollector(holder, clock), *extra)
+    return text_exposition(itertools.chain.from_iterable(c.collect() for c in collectors))
 
 
 class Exposition:
