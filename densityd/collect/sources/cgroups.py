@@ -591,10 +591,6 @@ class CgroupReader:
         ``memory.events`` is, v1's ``memory.oom_control`` is not."""
         return self.version == 2
 
-    def read_oom_kills(self, path: str) -> int | None:
-        """A cgroup's ``oom_kill`` counter alone; ``None`` when it cannot be read."""
-        return read_oom_kill_counter(self.oom_kills_file(path))
-
     def _note_pressure_unavailable(self) -> None:
         reason = self.pressure_unavailable
         with _LOGGED_LOCK:  # the Docker and libvirt sources each have a reader, on two threads

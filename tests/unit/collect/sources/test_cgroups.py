@@ -45,6 +45,7 @@ from densityd.collect.sources.cgroups import (
     parse_proc_cgroup,
     parse_soft_limit_v1,
     parse_throttling,
+    read_oom_kill_counter,
     working_set,
 )
 from densityd.model import Pressure
@@ -723,7 +724,9 @@ def test_find_machine_on_v1_in_the_cpu_hierarchy(tmp_path: Path) -> None:
 def test_the_oom_kill_counter_alone_is_the_one_the_signals_read(
     tree: str, path: str, kills: int | None
 ) -> None:
-    """What the events thread reads at a container's ``die``: the same counter as a pass."""
+    """What the events and notices threads read: the same counter as a pass."""
     reader = CgroupReader(CGROUP / tree)
-    assert reader.read_oom_kills(path) == kills == reader.read_signals(path).oom_kills
-    assert reader.read_oom_kills("docker/gone") is None  # the cgroup already removed
+    alone = read_oom_kill_counter(reader.oom_kills_file(path))
+    assert alone == kills == reader.read_signals(path).oom_kills
+    # The cgroup already removed:
+    assert read_oom_kill_counter(reader.oom_kills_file("docker/gone")) is None
