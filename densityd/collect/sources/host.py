@@ -81,16 +81,17 @@ class ShimRssReader:
 
     One shim runs per container (``containerd-shim-runc-v2``, or ``containerd-shim`` for the
     v1 runtime); its RSS is a container's fixed cost beyond its own processes. Every pass
-    lists ``proc_root``, but reads only the ``status`` of shims and of processes it has not
-    seen before: what a PID is does not change while the PID stays (an ``exec`` aside, which
-    shims do not do), and a PID is given again only after the kernel has gone round all of
-    ``pid_max``, not between two passes. Processes that exit while being read are skipped.
+    lists ``proc_root``, but a process found to be something else at two passes in a row is
+    not read again while its PID stays: containerd forks a shim and execs it at once, so a
+    process caught between the two is a shim by the next pass, and a PID is given again only
+    after the kernel has gone round all of ``pid_max``, not between two passes. Processes
+    that exit while being read are skipped.
     """
 
     def __init__(self, proc_root: Path) -> None:
         self._proc_root = str(proc_root)
-        self._shims: set[str] = set()
-        self._others: set[str] = set()
+        self._others_once: set[str] = set()  # something else at the last pass
+        self._others: set[str] = set()  # something else at two passes: not read again
 
     def read(self) -> tuple[int, ...]:
         """Each shim's RSS, in bytes (a zombie shim has none and is left out)."""
@@ -99,7 +100,7 @@ class ShimRssReader:
         except OSError:
             return ()
         self._others &= present
-        self._shims &= present
+        self._others_once &= present
         sizes: list[int] = []
         for pid in present - self._others:
             try:
@@ -109,10 +110,13 @@ class ShimRssReader:
             # The first line is "Name:\t" and the comm, truncated to 15 characters:
             # "containerd-shim" exactly fits.
             if not status.startswith(SHIM_STATUS_PREFIX):
-                self._others.add(pid)
-                self._shims.discard(pid)
+                if pid in self._others_once:
+                    self._others_once.discard(pid)
+                    self._others.add(pid)
+                else:
+                    self._others_once.add(pid)
                 continue
-            self._shims.add(pid)
+            self._others_once.discard(pid)
             start = status.find("\nVmRSS:") + 1
             if start:
                 end = status.find("\n", start)

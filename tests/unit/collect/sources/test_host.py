@@ -209,13 +209,23 @@ def test_the_shim_reader_reads_again_only_shims_and_new_processes(tmp_path: Path
     _process(tmp_path, 12, "dockerd", 90000)
     reader = ShimRssReader(tmp_path)
     assert reader.read() == (13120 * 1024,)
-    # dockerd's status is not read again (it would fail now); the shim's RSS is.
-    (tmp_path / "12" / "status").unlink()
+    assert reader.read() == (13120 * 1024,)  # dockerd seen at a second pass
+    # dockerd's status is not read again (it would count as a shim now); the shim's RSS is.
+    (tmp_path / "12" / "status").write_text("Name:\tcontainerd-shim\nVmRSS:\t1 kB\n")
     (tmp_path / "10" / "status").write_text("Name:\tcontainerd-shim\nVmRSS:\t14000 kB\n")
     _process(tmp_path, 20, "containerd-shim", 9000)  # a new container's shim
     assert sorted(reader.read()) == [9000 * 1024, 14000 * 1024]
     shutil.rmtree(tmp_path / "10")  # its container is gone
     assert reader.read() == (9000 * 1024,)
+
+
+def test_a_process_caught_before_it_execs_a_shim_is_read_again(tmp_path: Path) -> None:
+    """containerd forks, then execs the shim: listed in between, the PID is containerd's."""
+    _process(tmp_path, 30, "containerd", 40000)
+    reader = ShimRssReader(tmp_path)
+    assert reader.read() == ()
+    (tmp_path / "30" / "status").write_text("Name:\tcontainerd-shim\nVmRSS:\t12000 kB\n")
+    assert reader.read() == (12000 * 1024,)
 
 
 def test_read_shim_rss_without_proc_is_empty(tmp_path: Path) -> None:
