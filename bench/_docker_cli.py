@@ -61,9 +61,9 @@ class DockerCli:
         )
         return done.returncode == 0
 
-    def bench_containers(self) -> dict[str, tuple[str, str]]:
-        """Every container carrying the bench label: name -> (ID, state)."""
-        listing = ("ps", "-a", "--no-trunc", "--filter", f"label={LABEL}")
+    def bench_containers(self, label: str = LABEL) -> dict[str, tuple[str, str]]:
+        """Every container carrying ``label`` (the bench label): name -> (ID, state)."""
+        listing = ("ps", "-a", "--no-trunc", "--filter", f"label={label}")
         out = self.run(*listing, "--format", "{{.ID}}\t{{.Names}}\t{{.State}}").stdout
         found: dict[str, tuple[str, str]] = {}
         for line in out.splitlines():

@@ -49,20 +49,7 @@ class Containers:
 
     def ours(self) -> dict[str, tuple[str, str]]:
         """Our containers: name -> (ID, state)."""
-        out = self.docker.run(
-            "ps",
-            "-a",
-            "--no-trunc",
-            "--filter",
-            f"label={LABEL}",
-            "--format",
-            "{{.ID}}\t{{.Names}}\t{{.State}}",
-        ).stdout
-        found: dict[str, tuple[str, str]] = {}
-        for line in out.splitlines():
-            container_id, name, state = line.split("\t")
-            found[name] = (container_id, state)
-        return found
+        return self.docker.bench_containers(LABEL)
 
     def running_names(self) -> list[str]:
         """Names of our running containers, in index order."""
